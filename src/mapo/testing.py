@@ -1,0 +1,395 @@
+"""Tiny random-weight models and offline processors built from real architecture configs.
+
+Nothing here downloads anything: tokenizers are trained in memory with ``tokenizers`` and the models are
+random-initialised from the real ``transformers`` classes, so tests, benchmarks and examples exercise the same
+code paths as a 7B checkpoint at a size that runs in milliseconds on a CPU.
+
+Three families are covered: Qwen2-Audio (with a real ``Qwen2AudioProcessor``), the Qwen2.5-Omni thinker and
+the Qwen3-Omni-MoE thinker. The Omni processors need torchvision (a video processor) which does not load beside
+the CPU torch build, so for those families :func:`omni_audio_inputs` builds the model inputs directly with the
+real feature extractor and the real placeholder-expansion formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TINY_SPECIAL_TOKENS",
+    "TinyOmni",
+    "omni_audio_inputs",
+    "sine_clip",
+    "tiny_bpe_tokenizer",
+    "tiny_qwen2_audio",
+    "tiny_qwen2_audio_processor",
+    "tiny_qwen25_omni_thinker",
+    "tiny_qwen3_omni_thinker",
+]
+
+#: Special tokens shared by the tiny tokenizers (Qwen naming). Their ids are the first ids after the BPE vocab.
+TINY_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|audio_start|>",
+    "<|audio_end|>",
+    "<|audio_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+)
+
+_CORPUS = [
+    "The audio features a dog barking twice, then a car horn in the distance.",
+    "First, the melody starts low and rises; next, it falls back to the first note.",
+    "A woman speaks calmly while rain falls on a metal roof. The answer is B.",
+    "Option A: a violin. Option B: a piano. Option C: a flute. Option D: drums.",
+    "Let me think step by step about the pitch, the rhythm and the speaker's emotion.",
+    "There are 3 beeps, each about 0.5 seconds long, followed by silence.\nSo the count is three.",
+    "<think>The sound is loud and metallic.</think><answer>Factory machinery</answer>",
+    "Horse-drawn wagon, train, airplane, wind turbine, car engine, rooster crowing.",
+    "Is the second note higher than the first? Yes, it is higher; the interval is a fifth.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 2024. Punctuation: , . ; : ! ? ( ) [ ] ' \" - --",
+]
+
+
+@lru_cache(maxsize=4)
+def _trained_bpe(vocab_size: int) -> str:
+    """Train a byte-level BPE in memory and return its JSON (cached: training takes ~50 ms)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TINY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return tok.to_str()
+
+
+def tiny_bpe_tokenizer(vocab_size: int = 400):
+    """A Qwen-style byte-level BPE tokenizer (``Ġ`` space and ``Ċ`` newline markers) trained offline.
+
+    All :data:`TINY_SPECIAL_TOKENS` are special tokens; ``audio_token`` etc. are exposed as named extra special
+    tokens because the Qwen processors read ``tokenizer.audio_token``.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_str(_trained_bpe(vocab_size))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(TINY_SPECIAL_TOKENS[1:]),
+    )
+    tok.padding_side = "left"
+    return tok
+
+
+def _special_id(tokenizer, token: str) -> int:
+    idx = tokenizer.convert_tokens_to_ids(token)
+    if idx is None or idx == tokenizer.unk_token_id:
+        raise KeyError(f"{token!r} is not in the tiny tokenizer")
+    return int(idx)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Qwen2-Audio
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tiny_qwen2_audio_processor(vocab_size: int = 400, chunk_seconds: int = 1):
+    """A real ``Qwen2AudioProcessor`` (Whisper features, 128 mel bins) around the tiny BPE tokenizer.
+
+    ``chunk_seconds`` = 1 gives 100 mel frames per clip, which matches :func:`tiny_qwen2_audio`'s encoder
+    (``max_source_positions`` 50) and expands one ``<|AUDIO|>`` into 25 placeholders.
+    """
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds)
+    return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tiny_bpe_tokenizer(vocab_size))
+
+
+def tiny_qwen2_audio(
+    vocab_size: int = 448,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    max_source_positions: int = 50,
+    tokenizer=None,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+):
+    """A ``Qwen2AudioForConditionalGeneration`` with random weights (fp32, eval mode).
+
+    The audio placeholder id is taken from ``tokenizer`` (default: the tiny BPE tokenizer), so the model and
+    :func:`tiny_qwen2_audio_processor` agree. ``vocab_size`` must exceed the tokenizer's size.
+    """
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    tokenizer = tokenizer or tiny_bpe_tokenizer()
+    if vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
+    config = Qwen2AudioConfig(
+        audio_config={
+            "model_type": "qwen2_audio_encoder",
+            "d_model": 32,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "num_mel_bins": 128,
+            "max_source_positions": max_source_positions,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": vocab_size,
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": num_kv_heads,
+            "max_position_embeddings": 2048,
+            "eos_token_id": _special_id(tokenizer, "<|im_end|>"),
+            "pad_token_id": _special_id(tokenizer, "<|endoftext|>"),
+        },
+        audio_token_index=_special_id(tokenizer, "<|AUDIO|>"),
+    )
+    config.pad_token_id = _special_id(tokenizer, "<|endoftext|>")
+    config.eos_token_id = _special_id(tokenizer, "<|im_end|>")
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.eos_token_id = config.eos_token_id
+    return model.eval()
+
+
+def sine_clip(freq_hz: float = 440.0, seconds: float = 1.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A float32 tone with a little noise: a real waveform for the real feature extractors."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.5 * np.sin(2 * np.pi * freq_hz * t) + 0.01 * rng.standard_normal(t.shape)
+    return wave.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Qwen2.5-Omni and Qwen3-Omni-MoE thinkers
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TinyOmni:
+    """A tiny Omni thinker with the token ids it was configured with."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    audio_token_id: int
+    audio_start_token_id: int
+    audio_end_token_id: int
+    family: str
+
+
+def _omni_token_ids(tokenizer) -> dict[str, int]:
+    return {
+        "audio_token_id": _special_id(tokenizer, "<|audio_pad|>"),
+        "audio_start_token_id": _special_id(tokenizer, "<|audio_start|>"),
+        "audio_end_token_id": _special_id(tokenizer, "<|audio_end|>"),
+        "image_token_id": _special_id(tokenizer, "<|image_pad|>"),
+        "video_token_id": _special_id(tokenizer, "<|video_pad|>"),
+        "vision_start_token_id": _special_id(tokenizer, "<|vision_start|>"),
+        "vision_end_token_id": _special_id(tokenizer, "<|vision_end|>"),
+    }
+
+
+def tiny_qwen25_omni_thinker(
+    vocab_size: int = 448, num_layers: int = 2, seed: int = 0, attn_implementation: str = "sdpa"
+) -> TinyOmni:
+    """A ``Qwen2_5OmniThinkerForConditionalGeneration`` with random weights (head_dim 16, GQA 4/2)."""
+    from transformers.models.qwen2_5_omni import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    tokenizer = tiny_bpe_tokenizer()
+    ids = _omni_token_ids(tokenizer)
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config={
+            "d_model": 32,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "num_mel_bins": 128,
+            "max_source_positions": 100,
+            "n_window": 50,
+            "output_dim": 64,
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [0],
+        },
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        audio_token_index=ids["audio_token_id"],
+        image_token_index=ids["image_token_id"],
+        video_token_index=ids["video_token_id"],
+        audio_start_token_id=ids["audio_start_token_id"],
+        audio_end_token_id=ids["audio_end_token_id"],
+    )
+    config.vision_start_token_id = ids["vision_start_token_id"]
+    config.vision_end_token_id = ids["vision_end_token_id"]
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return TinyOmni(
+        model.eval(), tokenizer, ids["audio_token_id"], ids["audio_start_token_id"], ids["audio_end_token_id"],
+        "qwen2_5_omni_thinker",
+    )
+
+
+def tiny_qwen3_omni_thinker(
+    vocab_size: int = 448, num_layers: int = 2, seed: int = 0, attn_implementation: str = "sdpa"
+) -> TinyOmni:
+    """A ``Qwen3OmniMoeThinkerForConditionalGeneration`` with random weights (MoE text model, 4 experts)."""
+    from transformers.models.qwen3_omni_moe import (
+        Qwen3OmniMoeThinkerConfig,
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+    )
+
+    tokenizer = tiny_bpe_tokenizer()
+    ids = _omni_token_ids(tokenizer)
+    config = Qwen3OmniMoeThinkerConfig(
+        audio_config={
+            "d_model": 32,
+            "encoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "num_mel_bins": 128,
+            "max_source_positions": 100,
+            "n_window": 50,
+            "output_dim": 64,
+            "downsample_hidden_size": 16,
+            "n_window_infer": 100,
+            "conv_chunksize": 50,
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "deepstack_visual_indexes": [0],
+            "num_position_embeddings": 64,
+        },
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "moe_intermediate_size": 32,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+        },
+        audio_token_id=ids["audio_token_id"],
+        image_token_id=ids["image_token_id"],
+        video_token_id=ids["video_token_id"],
+        audio_start_token_id=ids["audio_start_token_id"],
+    )
+    config.vision_start_token_id = ids["vision_start_token_id"]
+    config.vision_end_token_id = ids["vision_end_token_id"]
+    config.audio_end_token_id = ids["audio_end_token_id"]
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return TinyOmni(
+        model.eval(), tokenizer, ids["audio_token_id"], ids["audio_start_token_id"], ids["audio_end_token_id"],
+        "qwen3_omni_moe_thinker",
+    )
+
+
+def _omni_audio_token_count(family: str, n_frames: int) -> int:
+    """Placeholder count for ``n_frames`` mel frames, from the family's own (processor/modeling) formula."""
+    if family == "qwen2_5_omni_thinker":
+        from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+    else:
+        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+    return int(_get_feat_extract_output_lengths(torch.tensor([n_frames])).item())
+
+
+def omni_audio_inputs(
+    tiny: TinyOmni,
+    texts_before: list[str],
+    texts_after: list[str],
+    clips: list[np.ndarray],
+    sampling_rate: int = 16000,
+) -> dict[str, torch.Tensor]:
+    """Left-padded Omni thinker inputs ``text_before <|audio_start|> <|audio_pad|>*n <|audio_end|> text_after``.
+
+    Features come from the real ``WhisperFeatureExtractor``; ``n`` follows the family's own output-length
+    formula, so the model's feature/placeholder check passes. Clips of different lengths give different ``n``.
+    """
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=sampling_rate, hop_length=160, chunk_length=2)
+    feats = fe(clips, sampling_rate=sampling_rate, return_attention_mask=True, padding="longest", return_tensors="pt")
+    frames = feats["attention_mask"].sum(-1).tolist()
+    tok = tiny.tokenizer
+    rows = []
+    for before, after, n_frames in zip(texts_before, texts_after, frames, strict=True):
+        n_tok = _omni_audio_token_count(tiny.family, int(n_frames))
+        ids = (
+            tok(before, add_special_tokens=False)["input_ids"]
+            + [tiny.audio_start_token_id]
+            + [tiny.audio_token_id] * n_tok
+            + [tiny.audio_end_token_id]
+            + tok(after, add_special_tokens=False)["input_ids"]
+        )
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "input_features": feats["input_features"],
+        "feature_attention_mask": feats["attention_mask"],
+    }
