@@ -20,10 +20,12 @@ import torch
 
 __all__ = [
     "TINY_SPECIAL_TOKENS",
+    "TINY_TEMPLATE_TOKENS",
     "TinyOmni",
     "omni_audio_inputs",
     "sine_clip",
     "tiny_bpe_tokenizer",
+    "tiny_omni_processor",
     "tiny_qwen2_audio",
     "tiny_qwen2_audio_processor",
     "tiny_qwen25_omni_thinker",
@@ -45,11 +47,11 @@ TINY_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|vision_end|>",
     "<|image_pad|>",
     "<|video_pad|>",
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
 )
+
+#: Template tags added as ordinary (non-special) tokens, as in Qwen3's tokenizer: decoding with
+#: ``skip_special_tokens=True`` (what TRL does) keeps them, so the format and accuracy rewards can see them.
+TINY_TEMPLATE_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")
 
 _CORPUS = [
     "The audio features a dog barking twice, then a car horn in the distance.",
@@ -89,7 +91,7 @@ def tiny_bpe_tokenizer(vocab_size: int = 400):
     All :data:`TINY_SPECIAL_TOKENS` are special tokens; ``audio_token`` etc. are exposed as named extra special
     tokens because the Qwen processors read ``tokenizer.audio_token``.
     """
-    from tokenizers import Tokenizer
+    from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer.from_str(_trained_bpe(vocab_size))
@@ -99,6 +101,7 @@ def tiny_bpe_tokenizer(vocab_size: int = 400):
         pad_token="<|endoftext|>",
         additional_special_tokens=list(TINY_SPECIAL_TOKENS[1:]),
     )
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TINY_TEMPLATE_TOKENS])
     tok.padding_side = "left"
     return tok
 
@@ -123,7 +126,9 @@ def tiny_qwen2_audio_processor(vocab_size: int = 400, chunk_seconds: int = 1):
     """
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds)
+    fe = WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds
+    )
     return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tiny_bpe_tokenizer(vocab_size))
 
 
@@ -222,7 +227,10 @@ def tiny_qwen25_omni_thinker(
     vocab_size: int = 448, num_layers: int = 2, seed: int = 0, attn_implementation: str = "sdpa"
 ) -> TinyOmni:
     """A ``Qwen2_5OmniThinkerForConditionalGeneration`` with random weights (head_dim 16, GQA 4/2)."""
-    from transformers.models.qwen2_5_omni import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+    from transformers.models.qwen2_5_omni import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+    )
 
     tokenizer = tiny_bpe_tokenizer()
     ids = _omni_token_ids(tokenizer)
@@ -265,11 +273,17 @@ def tiny_qwen25_omni_thinker(
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
-    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
+        config, attn_implementation=attn_implementation
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return TinyOmni(
-        model.eval(), tokenizer, ids["audio_token_id"], ids["audio_start_token_id"], ids["audio_end_token_id"],
+        model.eval(),
+        tokenizer,
+        ids["audio_token_id"],
+        ids["audio_start_token_id"],
+        ids["audio_end_token_id"],
         "qwen2_5_omni_thinker",
     )
 
@@ -336,11 +350,17 @@ def tiny_qwen3_omni_thinker(
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
-    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(
+        config, attn_implementation=attn_implementation
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return TinyOmni(
-        model.eval(), tokenizer, ids["audio_token_id"], ids["audio_start_token_id"], ids["audio_end_token_id"],
+        model.eval(),
+        tokenizer,
+        ids["audio_token_id"],
+        ids["audio_start_token_id"],
+        ids["audio_end_token_id"],
         "qwen3_omni_moe_thinker",
     )
 
@@ -350,7 +370,9 @@ def _omni_audio_token_count(family: str, n_frames: int) -> int:
     if family == "qwen2_5_omni_thinker":
         from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
     else:
-        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
+            _get_feat_extract_output_lengths,
+        )
     return int(_get_feat_extract_output_lengths(torch.tensor([n_frames])).item())
 
 
@@ -368,8 +390,12 @@ def omni_audio_inputs(
     """
     from transformers import WhisperFeatureExtractor
 
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=sampling_rate, hop_length=160, chunk_length=2)
-    feats = fe(clips, sampling_rate=sampling_rate, return_attention_mask=True, padding="longest", return_tensors="pt")
+    fe = WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=sampling_rate, hop_length=160, chunk_length=2
+    )
+    feats = fe(
+        clips, sampling_rate=sampling_rate, return_attention_mask=True, padding="longest", return_tensors="pt"
+    )
     frames = feats["attention_mask"].sum(-1).tolist()
     tok = tiny.tokenizer
     rows = []
@@ -393,3 +419,38 @@ def omni_audio_inputs(
         "input_features": feats["input_features"],
         "feature_attention_mask": feats["attention_mask"],
     }
+
+
+_OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_omni_processor(chunk_seconds: int = 1):
+    """An audio-only processor for the tiny Qwen2.5-Omni thinker, usable by TRL (a ``ProcessorMixin``).
+
+    The real ``Qwen2_5OmniProcessor`` needs a video processor (torchvision), which does not load beside the CPU
+    torch build. For audio-only prompts it expands one ``<|audio_pad|>`` between the start/end markers into
+    ``((L-1)//2+1-2)//2+1`` placeholders for L mel frames — the same formula as Qwen2-Audio's processor — so a
+    ``Qwen2AudioProcessor`` configured with the Omni tokens and an Omni-style chat template produces the same ids
+    and features (Whisper features, 128 mel bins; ``chunk_seconds`` = 1 → 100 frames → 25 placeholders).
+    """
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds
+    )
+    return Qwen2AudioProcessor(
+        feature_extractor=fe,
+        tokenizer=tiny_bpe_tokenizer(),
+        chat_template=_OMNI_CHAT_TEMPLATE,
+        audio_token="<|audio_pad|>",
+        audio_bos_token="<|audio_start|>",
+        audio_eos_token="<|audio_end|>",
+    )
