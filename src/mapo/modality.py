@@ -1,0 +1,451 @@
+"""Per-model-family facts about the audio modality, and the tensors MAPO derives from them.
+
+MAPO needs three things that differ between model families (paper §3.2-3.3):
+
+* which key positions hold the audio (the placeholder id that the processor expands into one token per audio
+  frame, optionally with its start/end markers) -> :func:`audio_key_mask`, the set S_audio of §3.2;
+* the text-only prompt x_text of the reference model in Δh_t (§3.3): the prompt with the audio placeholder run and
+  its markers removed, re-padded on the left -> :func:`text_only_prompt`;
+* where the language model's decoder layers live (the probe switches only their attention implementation) ->
+  :func:`locate_decoder`.
+
+:func:`resolve_modality` builds a :class:`ModalitySpec` from a model or config for Qwen2-Audio, the Qwen2.5-Omni
+thinker and the Qwen3-Omni-MoE thinker (also given as the full Omni model/config); anything else uses
+:meth:`ModalitySpec.generic` with explicit token ids (e.g. a vision model's image placeholder).
+
+Shapes: ``B`` batch, ``P`` prompt width (left-padded), ``C`` completion width (right-padded), ``L = P + C``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .decoder import DecoderHandle, get_path, locate_decoder, unwrap_model
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Concatenated",
+    "DecoderHandle",
+    "ModalitySpec",
+    "audio_key_mask",
+    "completion_query_mask",
+    "concat_prompt_completion",
+    "locate_decoder",
+    "resolve_modality",
+    "text_only_prompt",
+    "with_markers",
+]
+
+#: Audio feature kwargs of the families we know (the processor outputs that carry the audio).
+KNOWN_AUDIO_FEATURE_KWARGS: tuple[str, ...] = (
+    "input_features",
+    "feature_attention_mask",
+    "input_features_mask",
+    "audio_feature_lengths",
+)
+
+# model_type -> facts. ``*_attr`` name config attributes; ``marker_names`` are the tokenizer strings of the markers.
+_FAMILIES: dict[str, dict[str, Any]] = {
+    "qwen2_audio": {
+        "id_attrs": ("audio_token_index", "audio_token_id"),
+        "start_attr": None,  # <|audio_bos|> / <|audio_eos|> are not in the config: only a tokenizer knows them
+        "end_attr": None,
+        "marker_names": ("<|audio_bos|>", "<|audio_eos|>"),
+        "feature_kwargs": ("input_features", "feature_attention_mask"),
+    },
+    "qwen2_5_omni_thinker": {
+        "id_attrs": ("audio_token_index", "audio_token_id"),
+        "start_attr": "audio_start_token_id",
+        "end_attr": "audio_end_token_id",
+        "marker_names": ("<|audio_start|>", "<|audio_end|>"),
+        "feature_kwargs": ("input_features", "feature_attention_mask", "audio_feature_lengths"),
+    },
+    "qwen3_omni_moe_thinker": {
+        "id_attrs": ("audio_token_id",),
+        "start_attr": "audio_start_token_id",
+        "end_attr": "audio_end_token_id",  # not a declared field of the 5.23 config; read when a checkpoint has it
+        "marker_names": ("<|audio_start|>", "<|audio_end|>"),
+        "feature_kwargs": ("input_features", "feature_attention_mask", "audio_feature_lengths"),
+    },
+}
+_FULL_OMNI = {"qwen2_5_omni": "qwen2_5_omni_thinker", "qwen3_omni_moe": "qwen3_omni_moe_thinker"}
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Facts about one model family's audio (or any non-text) modality.
+
+    Attributes:
+        family: ``model_type`` of the (thinker) config, or ``"generic"``.
+        audio_token_id: the placeholder id; the processor expands it into one token per audio frame (S_audio, §3.2).
+        audio_start_token_id / audio_end_token_id: the markers around the run, ``None`` when unknown or absent.
+        language_model_path: dotted path from the model to the decoder stack (the module holding ``.layers``);
+            ``None`` = discover it (:func:`locate_decoder`).
+        num_layers: decoder layers of the language model (``None`` when unknown).
+        attn_config_key: sub-config of the attention owner whose implementation the probe switches
+            (``"text_config"``; ``""`` = the owner's own config, e.g. a plain ``Qwen2ForCausalLM``); ``None`` =
+            discover.
+        attn_owner_path: dotted path to the model on which ``set_attn_implementation`` is called (``"thinker"`` for
+            a full Omni model, ``""`` otherwise).
+        audio_feature_kwargs: forward kwargs that carry the audio features; the text-only reference passes none.
+        marker_names: tokenizer strings of the start/end markers (to look them up, and for messages).
+    """
+
+    family: str
+    audio_token_id: int
+    audio_start_token_id: int | None = None
+    audio_end_token_id: int | None = None
+    language_model_path: str | None = None
+    num_layers: int | None = None
+    attn_config_key: str | None = None
+    attn_owner_path: str = ""
+    audio_feature_kwargs: tuple[str, ...] = ()
+    marker_names: tuple[str, str] | None = None
+
+    @classmethod
+    def generic(
+        cls,
+        audio_token_id: int,
+        start: int | None = None,
+        end: int | None = None,
+        *,
+        family: str = "generic",
+        language_model_path: str | None = None,
+        num_layers: int | None = None,
+        attn_config_key: str | None = None,
+        audio_feature_kwargs: tuple[str, ...] = (),
+    ) -> ModalitySpec:
+        """A spec from explicit token ids, for any family (a vision model's image placeholder works the same way).
+
+        Example: ``ModalitySpec.generic(audio_token_id=151655, start=151652, end=151653)`` for Qwen2-VL images.
+        The decoder and the attention sub-config are discovered from the model when left ``None``.
+        """
+        if not isinstance(audio_token_id, int) or isinstance(audio_token_id, bool):
+            raise TypeError(f"audio_token_id must be an int token id, got {audio_token_id!r}")
+        for name, value in (("start", start), ("end", end)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an int token id or None, got {value!r}")
+        return cls(
+            family=family,
+            audio_token_id=audio_token_id,
+            audio_start_token_id=start,
+            audio_end_token_id=end,
+            language_model_path=language_model_path,
+            num_layers=num_layers,
+            attn_config_key=attn_config_key,
+            audio_feature_kwargs=tuple(audio_feature_kwargs),
+        )
+
+    @property
+    def marker_ids(self) -> tuple[int, ...]:
+        """The known marker ids (start and/or end)."""
+        return tuple(i for i in (self.audio_start_token_id, self.audio_end_token_id) if i is not None)
+
+    def language_model(self, model: nn.Module) -> nn.Module:
+        """The decoder stack of ``model`` (the module whose ``.layers`` are the decoder layers)."""
+        if self.language_model_path is None:
+            return locate_decoder(model).language_model
+        return get_path(unwrap_model(model), self.language_model_path)
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        """The decoder layers of the language model inside ``model``."""
+        return self.language_model(model).layers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resolution
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _token_id(tokenizer: Any, token: str | None) -> int | None:
+    if tokenizer is None or token is None:
+        return None
+    if not hasattr(tokenizer, "convert_tokens_to_ids") and hasattr(tokenizer, "tokenizer"):
+        tokenizer = tokenizer.tokenizer  # a processor
+    idx = tokenizer.convert_tokens_to_ids(token)
+    if idx is None or (tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id):
+        return None
+    return int(idx)
+
+
+def _first_attr(config: Any, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def resolve_modality(
+    model_or_config: Any,
+    tokenizer: Any = None,
+    *,
+    audio_token_id: int | None = None,
+    audio_start_token_id: int | None = None,
+    audio_end_token_id: int | None = None,
+) -> ModalitySpec:
+    """The :class:`ModalitySpec` of a model, a config, or a spec (returned as is).
+
+    Known families: Qwen2-Audio (``audio_token_index``; its ``<|audio_bos|>``/``<|audio_eos|>`` markers are only
+    known from ``tokenizer``), the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers (``audio_token_id``,
+    ``audio_start_token_id``, ``audio_end_token_id`` when the config has it, else from ``tokenizer``), and the full
+    Omni models/configs (their ``thinker``). Explicit ids override the config. An unknown family works when its
+    config declares ``audio_token_id``/``audio_token_index`` or when ``audio_token_id`` is passed; otherwise this
+    raises and tells how to build a generic spec.
+    """
+    if isinstance(model_or_config, ModalitySpec):
+        return model_or_config
+    model = unwrap_model(model_or_config) if isinstance(model_or_config, nn.Module) else None
+    config = model.config if model is not None else model_or_config
+    if config is None or not hasattr(config, "model_type"):
+        raise TypeError(
+            f"resolve_modality expects a model, a config or a ModalitySpec, got {type(model_or_config)}"
+        )
+    owner_path = ""
+    if config.model_type in _FULL_OMNI and getattr(config, "thinker_config", None) is not None:
+        config, owner_path = config.thinker_config, "thinker"
+    prefix = f"{owner_path}." if owner_path else ""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    num_layers = getattr(text_config, "num_hidden_layers", None)
+    facts = _FAMILIES.get(config.model_type)
+
+    if facts is None:
+        token = (
+            audio_token_id
+            if audio_token_id is not None
+            else _first_attr(config, ("audio_token_id", "audio_token_index"))
+        )
+        if token is None:
+            raise ValueError(
+                f"unknown model family {config.model_type!r}: its config declares no audio_token_id. Pass the ids "
+                "explicitly: resolve_modality(model, audio_token_id=..., audio_start_token_id=..., "
+                "audio_end_token_id=...), or build mapo.modality.ModalitySpec.generic(audio_token_id=..., "
+                "start=..., end=...) and pass that spec wherever a spec is expected."
+            )
+        logger.info(
+            "model family %r is not built in; using a generic spec with audio_token_id=%d",
+            config.model_type,
+            token,
+        )
+        feature_kwargs: tuple[str, ...] = KNOWN_AUDIO_FEATURE_KWARGS
+        if model is not None:
+            import inspect
+
+            params = inspect.signature(model.forward).parameters
+            feature_kwargs = tuple(k for k in KNOWN_AUDIO_FEATURE_KWARGS if k in params)
+        return ModalitySpec.generic(
+            token,
+            audio_start_token_id,
+            audio_end_token_id,
+            family=config.model_type,
+            num_layers=num_layers,
+            audio_feature_kwargs=feature_kwargs,
+        )
+
+    start_name, end_name = facts["marker_names"]
+    token = audio_token_id if audio_token_id is not None else _first_attr(config, facts["id_attrs"])
+    start = audio_start_token_id
+    if start is None:
+        start = _first_attr(config, (facts["start_attr"],)) if facts["start_attr"] else None
+        start = start if start is not None else _token_id(tokenizer, start_name)
+    end = audio_end_token_id
+    if end is None:
+        end = _first_attr(config, (facts["end_attr"],)) if facts["end_attr"] else None
+        end = end if end is not None else _token_id(tokenizer, end_name)
+    return ModalitySpec(
+        family=config.model_type,
+        audio_token_id=int(token),
+        audio_start_token_id=start,
+        audio_end_token_id=end,
+        language_model_path=f"{prefix}model.language_model",
+        num_layers=num_layers,
+        attn_config_key="text_config",
+        attn_owner_path=owner_path,
+        audio_feature_kwargs=facts["feature_kwargs"],
+        marker_names=facts["marker_names"],
+    )
+
+
+def with_markers(spec: ModalitySpec, tokenizer: Any) -> ModalitySpec:
+    """``spec`` with missing marker ids filled in from ``tokenizer`` (by :attr:`ModalitySpec.marker_names`)."""
+    if spec.marker_names is None:
+        return spec
+    start = spec.audio_start_token_id
+    end = spec.audio_end_token_id
+    start = start if start is not None else _token_id(tokenizer, spec.marker_names[0])
+    end = end if end is not None else _token_id(tokenizer, spec.marker_names[1])
+    return replace(spec, audio_start_token_id=start, audio_end_token_id=end)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tensors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_ids(name: str, ids: torch.Tensor) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        raise ValueError(
+            f"{name} must be a 2-D [B, L] tensor of token ids, got {getattr(ids, 'shape', type(ids))}"
+        )
+
+
+def _placeholder_and_markers(ids: torch.Tensor, spec: ModalitySpec, valid: torch.Tensor | None = None):
+    """(placeholder mask, marker mask) [B, L]: markers count only right before / after a placeholder run."""
+    audio = ids == spec.audio_token_id
+    if valid is not None:
+        audio &= valid
+    markers = torch.zeros_like(audio)
+    if spec.audio_start_token_id is not None:
+        nxt = torch.zeros_like(audio)
+        nxt[:, :-1] = audio[:, 1:]
+        markers |= (ids == spec.audio_start_token_id) & nxt
+    if spec.audio_end_token_id is not None:
+        prv = torch.zeros_like(audio)
+        prv[:, 1:] = audio[:, :-1]
+        markers |= (ids == spec.audio_end_token_id) & prv
+    if valid is not None:
+        markers &= valid
+    return audio, markers
+
+
+def _rows_without_audio(audio: torch.Tensor) -> list[int]:
+    return (~audio.any(dim=1)).nonzero().flatten().tolist()
+
+
+def audio_key_mask(
+    input_ids: torch.Tensor,
+    spec: ModalitySpec,
+    include_markers: bool = False,
+    allow_empty_rows: bool = False,
+    prompt_width: int | None = None,
+) -> torch.Tensor:
+    """S_audio of §3.2 as a bool mask ``[B, L]``: positions holding the audio placeholder (and, with
+    ``include_markers``, the start/end markers adjacent to a placeholder run).
+
+    ``prompt_width`` (P) limits the audio keys to the prompt columns, so a placeholder id that a policy happened to
+    generate in the completion (a text embedding, not audio) never counts. A row without any placeholder raises
+    ``ValueError`` naming the row (its audio mass would be a silent 0) unless ``allow_empty_rows``.
+    """
+    _check_ids("input_ids", input_ids)
+    valid = None
+    if prompt_width is not None:
+        valid = torch.zeros_like(input_ids, dtype=torch.bool)
+        valid[:, :prompt_width] = True
+    audio, markers = _placeholder_and_markers(input_ids, spec, valid)
+    if not allow_empty_rows and (rows := _rows_without_audio(audio)):
+        raise ValueError(
+            f"input_ids rows {rows} contain no audio placeholder (id {spec.audio_token_id}, family {spec.family}): "
+            "their audio attention mass would be identically 0. Check the prompt/processor, or pass "
+            "allow_empty_rows=True and exclude those rows from the probe's query_mask."
+        )
+    return audio | markers if include_markers else audio
+
+
+def text_only_prompt(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    spec: ModalitySpec,
+    pad_token_id: int,
+    mode: str = "drop",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_text of §3.3: the prompt with the audio removed, left-padded, ready to be followed by the unchanged
+    completion (so completion index t is the same token for the policy and the text-only reference).
+
+    Args:
+        prompt_ids, prompt_mask: ``[B, P]`` left-padded prompt ids and 0/1 mask.
+        spec: the family's :class:`ModalitySpec`.
+        pad_token_id: id written into the new padding.
+        mode: ``"drop"`` removes every placeholder run and the start/end markers adjacent to it, then re-pads on
+            the left to the new widest row (width ``P' <= P``); ``"keep_placeholders"`` returns the inputs
+            unchanged (the caller drops only the audio features, as the public reference does).
+
+    Returns:
+        ``(ids [B, P'], mask [B, P'])`` with ``mask``'s dtype.
+
+    Raises:
+        ValueError: a row without any audio placeholder (named), a bad ``mode`` or mismatched shapes.
+    """
+    _check_ids("prompt_ids", prompt_ids)
+    if prompt_mask.shape != prompt_ids.shape:
+        raise ValueError(
+            f"prompt_mask {tuple(prompt_mask.shape)} must have prompt_ids' shape {tuple(prompt_ids.shape)}"
+        )
+    if mode not in ("drop", "keep_placeholders"):
+        raise ValueError(f"mode must be 'drop' or 'keep_placeholders', got {mode!r}")
+    valid = prompt_mask.bool()
+    audio, markers = _placeholder_and_markers(prompt_ids, spec, valid)
+    if rows := _rows_without_audio(audio):
+        raise ValueError(
+            f"prompt rows {rows} contain no audio placeholder (id {spec.audio_token_id}, family {spec.family}); "
+            "a text-only reference of a prompt without audio is the prompt itself, so its Δh would be a silent 0. "
+            "Check that the processor expanded the audio, or filter those rows out."
+        )
+    if mode == "keep_placeholders":
+        return prompt_ids, prompt_mask
+    if spec.marker_names is not None and len(spec.marker_ids) < 2:
+        logger.warning(
+            "text_only_prompt: the %s markers %s are not all known (start=%s, end=%s), so only the placeholder run "
+            "is removed. Pass tokenizer= to resolve_modality to drop the markers too.",
+            spec.family,
+            spec.marker_names,
+            spec.audio_start_token_id,
+            spec.audio_end_token_id,
+        )
+    keep = valid & ~audio & ~markers
+    lengths = keep.sum(dim=1)
+    width = int(lengths.max())
+    batch = prompt_ids.size(0)
+    # Left padding: the k-th kept token of row b goes to column width - len_b + k.
+    target = (width - lengths).unsqueeze(1) + keep.long().cumsum(dim=1) - 1
+    rows = torch.arange(batch, device=prompt_ids.device).unsqueeze(1).expand_as(keep)
+    ids = torch.full((batch, width), pad_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    mask = torch.zeros((batch, width), dtype=prompt_mask.dtype, device=prompt_mask.device)
+    ids[rows[keep], target[keep]] = prompt_ids[keep]
+    mask[rows[keep], target[keep]] = 1
+    return ids, mask
+
+
+class Concatenated(NamedTuple):
+    """Prompt + completion as one model input, and where the completion's query rows are."""
+
+    input_ids: torch.Tensor  # [B, P + C]
+    attention_mask: torch.Tensor  # [B, P + C]
+    query_rows: slice  # rows P-1 .. P+C-2: row P-1+t predicts completion token t
+    logits_to_keep: int  # C
+
+
+def concat_prompt_completion(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> Concatenated:
+    """Concatenate a left-padded prompt ``[B, P]`` and a right-padded completion ``[B, C]``.
+
+    ``query_rows`` selects, along the sequence, the query row that predicts each completion token (design.md §2):
+    ``x[:, query_rows][:, t]`` belongs to completion token ``t``.
+    """
+    if prompt_ids.size(0) != completion_ids.size(0):
+        raise ValueError(f"prompt batch {prompt_ids.size(0)} != completion batch {completion_ids.size(0)}")
+    if prompt_ids.size(1) < 1:
+        raise ValueError(
+            "prompt_ids must have at least one column: the first completion token needs a query row"
+        )
+    p, c = prompt_ids.size(1), completion_ids.size(1)
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    mask = torch.cat([prompt_mask.to(completion_mask.dtype), completion_mask], dim=1)
+    return Concatenated(ids, mask, slice(p - 1, p - 1 + c), c)
+
+
+def completion_query_mask(prompt_width: int, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, P + C]`` with ``completion_mask[:, t]`` at row ``P-1+t``: the probe's ``query_mask``."""
+    b, c = completion_mask.shape
+    out = torch.zeros((b, prompt_width + c), dtype=torch.bool, device=completion_mask.device)
+    out[:, prompt_width - 1 : prompt_width - 1 + c] = completion_mask.bool()
+    return out
