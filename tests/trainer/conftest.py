@@ -1,0 +1,109 @@
+"""Shared fixtures for the trainer tests: tiny Qwen2-Audio / Qwen2.5-Omni thinker + offline processors + data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from mapo.rewards import accuracy_reward, format_reward
+from mapo.testing import (
+    sine_clip,
+    tiny_omni_processor,
+    tiny_qwen2_audio,
+    tiny_qwen2_audio_processor,
+    tiny_qwen25_omni_thinker,
+)
+from mapo.trainer import MAPOConfig
+
+REWARDS = [accuracy_reward, format_reward]
+
+
+def audio_rows(n: int = 2, seconds: float = 1.0) -> list[dict]:
+    """Rows in the training format (audio as a float array): tone questions with two options."""
+    return [
+        {
+            "audio": sine_clip(220.0 * (1 + i), seconds, seed=i).tolist(),
+            "question": f"Is tone {i} low or high?",
+            "choices": ["low", "high"],
+            "answer": "low" if i % 2 == 0 else "high",
+            "id": f"row-{i}",
+        }
+        for i in range(n)
+    ]
+
+
+def tiny_config(tmp_path, **overrides) -> MAPOConfig:
+    """CPU settings: fp32, G=4, one prompt group per step, short completions, no checkpoints."""
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=10,
+        max_steps=2,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        pos_tagger="lexicon",
+        save_strategy="no",
+        learning_rate=1e-3,
+        beta=0.0,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    base.update(overrides)
+    return MAPOConfig(**base)
+
+
+@pytest.fixture
+def qwen2_audio():
+    processor = tiny_qwen2_audio_processor()
+    model = tiny_qwen2_audio(tokenizer=processor.tokenizer)
+    return model, processor
+
+
+@pytest.fixture
+def qwen25_omni():
+    return tiny_qwen25_omni_thinker().model, tiny_omni_processor()
+
+
+@pytest.fixture
+def rows_dataset():
+    return Dataset.from_list(audio_rows(2))
+
+
+def repeat_rows(rows: list[dict], g: int) -> list[dict]:
+    """What TRL's RepeatSampler hands to ``_generate_and_score_completions``: each row G times, transformed."""
+    from mapo.data import AudioPromptTransform
+
+    transform = AudioPromptTransform(sampling_rate=16000)
+    out = []
+    for row in rows:
+        batch = transform({k: [v] for k, v in row.items()})
+        one = {k: v[0] for k, v in batch.items()}
+        one["prompt"][-1]["content"][0]["audio"] = np.asarray(row["audio"], dtype=np.float32)
+        out.extend([dict(one) for _ in range(g)])
+    return out
+
+
+def sharpen(model, head_scale: float = 30.0, projector_scale: float = 10.0):
+    """Random tiny models predict near-uniform distributions (entropy ≈ ln V), so Δh ≈ 0. Scaling the LM head and
+    the audio projector makes the distributions peaked and audio-dependent (|Δh| ~ 0.2-0.5 nats), so ω̃ and ν̃
+    are far from uniform and the tests of eq. 1-4 inside the trainer can fail."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(head_scale)
+        model.model.multi_modal_projector.linear.weight.mul_(projector_scale)
+    return model
+
+
+def parity_reward(completions, **kwargs):
+    """A deterministic reward that varies across a group (random tiny models never answer correctly), so the
+    advantages and hence the policy-gradient loss are non-zero."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [float(len(t) % 3) for t in texts]
+
+
+VARIED_REWARDS = [accuracy_reward, format_reward, parity_reward]
