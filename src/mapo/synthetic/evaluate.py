@@ -67,6 +67,7 @@ def completion_signals(
     spec: ModalitySpec,
     pad_token_id: int,
     target_layers: Sequence[int] | None = None,
+    text_reference=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(a, h_policy, h_text)``, each ``[B, T]`` fp32 and 0 on padding, for a prompt ‖ completion batch.
 
@@ -74,8 +75,9 @@ def completion_signals(
       mean over ``target_layers`` (default: the last five), from :func:`mapo.probe.audio_attention` (§3.2);
     * h_policy: entropy of π_θ(·|y_<t, x) at temperature 1, from the same forward
       (:func:`mapo.token_stats.completion_logps_and_entropies`);
-    * h_text: entropy of the same model given the text-only prompt (:func:`mapo.modality.text_only_prompt`: audio
-      placeholders and their markers removed, no features) and the unchanged completion (§3.3, design §4).
+    * h_text: entropy of ``text_reference`` (default: the same model; MAPO's π_text-ref is the frozen base)
+      given the text-only prompt (:func:`mapo.modality.text_only_prompt`: audio placeholders and their markers
+      removed, no features) and the unchanged completion (§3.3, design §4).
     """
     p, width = batch.prompt_len, batch.completion_mask.shape[1]
     mask = batch.completion_mask.float()
@@ -94,7 +96,7 @@ def completion_signals(
     text_ids, text_mask = text_only_prompt(prompt_ids, prompt_mask, spec, pad_token_id)
     ids = torch.cat([text_ids, batch.completion_ids()], dim=1)
     attn = torch.cat([text_mask, batch.completion_mask.to(text_mask.dtype)], dim=1)
-    _, h_text = completion_logps_and_entropies(model, ids, attn, width)
+    _, h_text = completion_logps_and_entropies(text_reference or model, ids, attn, width)
     return mass * mask, h_policy.float() * mask, h_text.float() * mask
 
 
@@ -130,7 +132,13 @@ def _cut_after_eos(seqs: torch.Tensor, eos_id: int) -> list[list[int]]:
 
 @torch.no_grad()
 def _score_batch(
-    model, enc: Encoder, spec: ModalitySpec, rows: list[dict], max_new_tokens: int, target_layers
+    model,
+    enc: Encoder,
+    spec: ModalitySpec,
+    rows: list[dict],
+    max_new_tokens: int,
+    target_layers,
+    text_reference,
 ) -> list[dict]:
     prompts = [enc.prompt_ids(r["question"]) for r in rows]
     feats = enc.features([r["audio"] for r in rows])
@@ -140,7 +148,7 @@ def _score_batch(
     )
     completions = [c if c else [enc.eos_id] for c in _cut_after_eos(seqs[:, gen_in.prompt_len :], enc.eos_id)]
     batch = enc.batch(prompts, completions, feats)
-    mass, h_policy, h_text = completion_signals(model, batch, spec, enc.pad_id, target_layers)
+    mass, h_policy, h_text = completion_signals(model, batch, spec, enc.pad_id, target_layers, text_reference)
     records = []
     for i, (row, comp) in enumerate(zip(rows, completions)):
         n = len(comp)
@@ -221,6 +229,7 @@ def evaluate(
     n_notes: int | None = None,
     trap_tail: int = 2,
     return_records: bool = False,
+    text_reference=None,
 ) -> dict[str, Any]:
     """Greedy-decode ``rows`` and measure accuracy, faithfulness, audio attention and Δh (see module docstring).
 
@@ -230,6 +239,8 @@ def evaluate(
         batch_size: rows per generate call.
         target_layers: decoder layers averaged for a_t (default: the last five).
         n_notes, trap_tail: the task's K and tail (default K: the rows' melody length).
+        text_reference: the model whose text-only entropies give Δh (default: ``model`` itself; after RL pass the
+            frozen base model, MAPO's π_text-ref).
 
     Returns a flat dict ``{"<split>/<metric>": value, "seconds": ...}``; with
     ``return_records`` also ``"records"`` (per row: completion text, notes, answer, labels, a_t, Δh).
@@ -251,7 +262,7 @@ def evaluate(
     for group in groups.values():
         for i in range(0, len(group), batch_size):
             chunk = group[i : i + batch_size]
-            records += _score_batch(model, enc, spec, chunk, 2 * n_notes + 8, target_layers)
+            records += _score_batch(model, enc, spec, chunk, 2 * n_notes + 8, target_layers, text_reference)
     model.train(was_training)
     out: dict[str, Any] = {}
     by_split: dict[str, list[dict]] = defaultdict(list)
