@@ -39,7 +39,9 @@ def test_table_reports_mean_and_std_over_seeds():
         {"base": {"metrics": {"trap/answer_acc": 0.3, "prior/answer_acc": float("nan")}}},
     ]
     summary = aggregate(seeds)
-    assert summary["base"]["trap/answer_acc"] == pytest.approx({"mean": 0.2, "std": 0.1414213, "n": 2}, rel=1e-5)
+    assert summary["base"]["trap/answer_acc"] == pytest.approx(
+        {"mean": 0.2, "std": 0.1414213, "n": 2}, rel=1e-5
+    )
     assert summary["base"]["prior/answer_acc"]["n"] == 1  # NaN seeds are left out, not averaged as 0
     table = format_table(summary, 2)
     assert "0.200 ± 0.141" in table and "base (warmed up)" in table

@@ -135,7 +135,10 @@ def run_arm(
         raise ValueError("task has no RL split: build it with make_task(..., n_rl=...)")
     _, trainer_cls, overrides = ARMS[arm]
     if trainer_cls is MAPOTrainer:
-        overrides = {"attention_layers": [base_model.config.get_text_config().num_hidden_layers - 1], **overrides}
+        overrides = {
+            "attention_layers": [base_model.config.get_text_config().num_hidden_layers - 1],
+            **overrides,
+        }
     model = copy.deepcopy(base_model).train()
     reference = copy.deepcopy(base_model).eval()
     args = MAPOConfig(
