@@ -19,6 +19,7 @@ load from other processes hits them alike). CUDA: CUDA events. Memory: each vari
 to 64 KiB (``mallopt``) so freed tensors go back to the OS instead of a malloc cache.
 
     python benchmarks/probe_overhead.py                 # CPU-sized default (about a minute)
+    python benchmarks/probe_overhead.py --layers 28     # same widths at a real model's depth (about 2 minutes)
     python benchmarks/probe_overhead.py --preset gpu    # Qwen2-1.5B-like decoder, bf16, two shapes (needs a GPU)
 """
 
@@ -69,12 +70,15 @@ PRESETS = {
 AUDIO_OFFSET = 16  # the audio block starts after a few prompt tokens
 
 
-def build(preset: str, shape: tuple[int, int, int], device: torch.device):
+def build(preset: str, shape: tuple[int, int, int], device: torch.device, layers: int | None = None):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = PRESETS[preset]
     dtype = getattr(torch, cfg["dtype"])
-    config = Qwen2Config(**cfg["model"], max_position_embeddings=8192, tie_word_embeddings=False)
+    overrides = {} if layers is None else {"num_hidden_layers": layers}
+    config = Qwen2Config(
+        **{**cfg["model"], **overrides}, max_position_embeddings=8192, tie_word_embeddings=False
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM._from_config(config, attn_implementation="sdpa", dtype=dtype).to(device).train()
     b, s, a = shape
@@ -134,7 +138,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_variants(args, shape, device) -> dict[str, float]:
-    model, batch, audio, query, p = build(args.preset, shape, device)
+    model, batch, audio, query, p = build(args.preset, shape, device, args.layers)
     times: dict[str, list[float]] = {v: [] for v in args.variants}
     cpu: dict[str, list[float]] = {v: [] for v in args.variants}  # process CPU time (CPU device only)
     for v in args.variants:  # warm-up
@@ -169,7 +173,7 @@ def peak_memory_worker(args) -> None:
     """Run in a fresh process: peak extra memory (bytes) of one step of ``args.variant``."""
     device = torch.device(args.device)
     shape = PRESETS[args.preset]["shapes"][args.shape_index]
-    model, batch, audio, query, p = build(args.preset, shape, device)
+    model, batch, audio, query, p = build(args.preset, shape, device, args.layers)
     if device.type == "cpu":
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(
@@ -199,6 +203,8 @@ def peak_memory_worker(args) -> None:
 def measure_memory(args, shape_index: int, variant: str) -> int:
     cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--shape-index", str(shape_index)]
     cmd += ["--preset", args.preset, "--device", args.device, "--threads", str(args.threads)]
+    if args.layers is not None:
+        cmd += ["--layers", str(args.layers)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return int(json.loads(out.strip().splitlines()[-1])["peak_bytes"])
@@ -216,6 +222,12 @@ def main() -> None:
         help="torch CPU threads (1: stable timings on a shared machine; 0: default)",
     )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--layers",
+        type=int,
+        help="decoder depth instead of the preset's (the probe targets the last five either way; "
+        "28 = Qwen2-1.5B / Qwen2.5-Omni-7B depth)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--shape-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -236,7 +248,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, dtype {cfg['dtype']}"
     )
-    print("model: Qwen2ForCausalLM", ", ".join(f"{k}={v}" for k, v in cfg["model"].items()))
+    shown = {**cfg["model"], **({} if args.layers is None else {"num_hidden_layers": args.layers})}
+    print("model: Qwen2ForCausalLM", ", ".join(f"{k}={v}" for k, v in shown.items()))
     mem_how = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS rise (VmHWM), fresh process"
     for i, shape in enumerate(cfg["shapes"]):
         b, s, a = shape
