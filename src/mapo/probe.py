@@ -1,8 +1,9 @@
 """The audio attention mass a_t of MAPO (paper §3.2, eq. 13-16) without building the attention matrix.
 
-For one head, Σ_{j∈S_audio} softmax(q·K)_j = SDPA(q, K, V = 1[j ∈ S_audio]). This module registers a transformers
-attention implementation, ``"mapo_sdpa"``, that returns transformers' own SDPA output (bit-identical to ``"sdpa"``)
-and, in target layers only and only while a capture is active, runs ONE extra SDPA call on the selected query rows
+For one head, Σ_{j∈S_audio} softmax(q·K)_j = SDPA(q, K, V = 1[j ∈ S_audio]). The language model runs on the
+attention implementation ``"mapo_sdpa"`` (:mod:`mapo.attention_hook`), which returns transformers' own SDPA output
+(bit-identical to ``"sdpa"``); in target layers only and only while a capture is active, the probe runs ONE extra
+SDPA call on the selected query rows
 whose values are the audio indicator, with keys expanded by ``repeat_kv`` for GQA. The indicator is padded to 8
 value columns on CUDA (the memory-efficient kernel accepts a value head dim != E if it is a multiple of 8) and to
 the head dim E elsewhere (the CPU flash kernel needs equal head dims; the math fallback would build the ``[T_q, S]``
@@ -47,10 +48,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.integrations.sdpa_attention import repeat_kv
 
+from .attention_hook import (
+    PROBE_IMPLEMENTATION,
+    attention_observer,
+    disable_probe_attention,
+    enable_probe_attention,
+    probe_attention_forward,
+)
 from .attention_mass import HEAD_REDUCE, LAYER_REDUCE, ForwardRecord, check_choice
 from .decoder import DecoderHandle, locate_decoder
 from .naive_attention import naive_head_mass
@@ -67,8 +73,6 @@ __all__ = [
     "probe_attention_forward",
 ]
 
-PROBE_IMPLEMENTATION = "mapo_sdpa"
-_STATE_KWARG = "mapo_probe_state"
 _CUDA_INDICATOR_COLUMNS = (
     8  # CUDA's memory-efficient SDPA accepts a value head dim != E if it is a multiple of 8
 )
@@ -79,62 +83,6 @@ _REENTRANT_MESSAGE = (
     "checkpointing, or capture under torch.no_grad() for diagnostics. (TRL forces reentrant checkpointing for "
     "PEFT + DeepSpeed ZeRO-3.)"
 )
-
-
-def probe_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, plus the audio mass when the layer kwargs carry an active probe state.
-
-    ``attention_mask`` is a keyword with a default because some encoders call implementations that way.
-    """
-    state = kwargs.pop(_STATE_KWARG, None)
-    output = sdpa_attention_forward(
-        module,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=dropout,
-        scaling=scaling,
-        is_causal=is_causal,
-        **kwargs,
-    )
-    if state is not None:
-        state.observe(module, query, key, attention_mask, scaling)
-    return output
-
-
-AttentionInterface.register(PROBE_IMPLEMENTATION, probe_attention_forward)
-# Without a registered mask function transformers hands the implementation attention_mask=None (padding and
-# causality silently lost); SDPA's boolean mask is exactly what the delegated call expects.
-AttentionMaskInterface.register(PROBE_IMPLEMENTATION, sdpa_mask)
-
-
-def enable_probe_attention(model: nn.Module) -> str:
-    """Switch the language model of ``model`` to the probe implementation for good; returns the previous one.
-
-    Outside a capture the probe is plain SDPA. Trainers call this once so that backward passes that recompute
-    checkpointed layers after a capture block still find the probe.
-    """
-    handle = locate_decoder(model)
-    previous = handle.implementation
-    if previous != PROBE_IMPLEMENTATION:
-        handle.set_implementation(PROBE_IMPLEMENTATION)
-    return previous
-
-
-def disable_probe_attention(model: nn.Module, implementation: str = "sdpa") -> None:
-    """Switch the language model of ``model`` back to ``implementation``."""
-    locate_decoder(model).set_implementation(implementation)
 
 
 def default_target_layers(num_layers: int, count: int = 5) -> tuple[int, ...]:
@@ -335,9 +283,10 @@ class AudioAttentionCapture:
             return torch.ones((b, columns.numel()), dtype=torch.bool, device=device)
         return self.query_mask.to(device).index_select(1, columns)
 
-    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
-        if self.closed or _STATE_KWARG in kwargs:
+    def _new_forward_state(self) -> _ForwardState | None:
+        if self.closed:
             return None
+        module = self.handle.language_model
         grad = torch.is_grad_enabled()
         checkpointing = module.training and any(
             getattr(m, "gradient_checkpointing", False) for m in module.layers
@@ -346,7 +295,7 @@ class AudioAttentionCapture:
             for layer in module.layers:
                 if getattr(layer, "gradient_checkpointing", False) and _uses_reentrant(layer):
                     raise RuntimeError(_REENTRANT_MESSAGE)
-        return args, {**kwargs, _STATE_KWARG: _ForwardState(self, grad, checkpointing and grad)}
+        return _ForwardState(self, grad, checkpointing and grad)
 
     def _single(self) -> ForwardRecord:
         if len(self.records) != 1:
@@ -458,19 +407,13 @@ def audio_attention(
         method,
         padding_mask,
     )
-    previous = handle.implementation
-    hook = handle.language_model.register_forward_pre_hook(capture._pre_hook, with_kwargs=True)
     _ACTIVE[handle.language_model] = capture
     try:
-        if previous != PROBE_IMPLEMENTATION:
-            handle.set_implementation(PROBE_IMPLEMENTATION)
-        yield capture
+        with attention_observer(handle, capture._new_forward_state):
+            yield capture
     finally:
         capture.closed = True
-        hook.remove()
         _ACTIVE.pop(handle.language_model, None)
-        if handle.implementation != previous:
-            handle.set_implementation(previous)
 
 
 def naive_audio_attention(

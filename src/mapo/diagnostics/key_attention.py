@@ -1,9 +1,9 @@
 """Per-audio-key attention of the completion's query rows: the token-to-audio attention map of appendix C.4.
 
 The probe (:mod:`mapo.probe`) gives the audio *mass* a_t = Σ_{j∈S_audio} α_{t,j}; evidence masking needs the
-individual α_{t,j} for every audio key j. This module registers an attention implementation,
-``"mapo_diag_sdpa"``, that returns transformers' SDPA output unchanged and, inside an
-:func:`audio_key_attention` block and in target layers only, computes the explicit fp32 softmax of the selected
+individual α_{t,j} for every audio key j. Inside an :func:`audio_key_attention` block the language model runs
+on ``"mapo_sdpa"`` (transformers' SDPA output, unchanged) with a :class:`KeyAttentionCapture` as the observer of
+its attention calls (:func:`mapo.attention_hook.attention_observer`); in target layers only it computes the explicit fp32 softmax of the selected
 query rows in chunks of ``chunk_size`` rows and keeps only the audio columns. Peak memory per chunk is
 O(H·chunk·S); what is kept is O(T·S_audio) per sequence (heads reduced at once, layers averaged). For diagnostics
 under ``torch.no_grad()``, never for training.
@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.integrations.sdpa_attention import repeat_kv
 
+from mapo.attention_hook import attention_observer
 from mapo.decoder import locate_decoder
 from mapo.probe import default_target_layers
 
-__all__ = ["DIAG_IMPLEMENTATION", "KeyAttentionCapture", "audio_key_attention"]
-
-DIAG_IMPLEMENTATION = "mapo_diag_sdpa"
-_ACTIVE: list[KeyAttentionCapture] = []
+__all__ = ["KeyAttentionCapture", "audio_key_attention"]
 
 
 @dataclass
@@ -63,10 +59,21 @@ class KeyAttentionCapture:
         self.audio_index = order[:, :width]
         self.audio_valid = torch.arange(width)[None, :].to(counts.device) < counts[:, None]
 
-    def observe(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
+    def observe(
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None,
+    ) -> None:
+        """Observer of one attention call (:func:`mapo.attention_hook.attention_observer`); masks with its own
+        causal + ``padding_mask``, so ``attention_mask`` is not read."""
+        layer = getattr(module, "layer_idx", None)
         b, h, length, _ = query.shape
-        if key.shape[2] != length or module.layer_idx in self._layers_seen:
+        if layer not in self.target_layers or key.shape[2] != length or layer in self._layers_seen:
             return
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         self._layers_seen.add(module.layer_idx)
         device = query.device
         k = repeat_kv(key, h // key.shape[1]).float()
@@ -100,37 +107,6 @@ class KeyAttentionCapture:
                 "(without a KV cache) inside the audio_key_attention() block"
             )
         return self._sum / len(self.target_layers)
-
-
-def _diag_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    **kwargs,
-):
-    output = sdpa_attention_forward(
-        module,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=dropout,
-        scaling=scaling,
-        is_causal=is_causal,
-        **kwargs,
-    )
-    if _ACTIVE and getattr(module, "layer_idx", None) in _ACTIVE[-1].target_layers:
-        _ACTIVE[-1].observe(module, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
-    return output
-
-
-AttentionInterface.register(DIAG_IMPLEMENTATION, _diag_attention_forward)
-AttentionMaskInterface.register(DIAG_IMPLEMENTATION, sdpa_mask)
 
 
 @contextlib.contextmanager
@@ -167,11 +143,5 @@ def audio_key_attention(
     capture = KeyAttentionCapture(
         audio_key_mask.bool(), attention_mask, query_mask.bool(), layers, head_reduce, chunk_size
     )
-    previous = handle.implementation
-    _ACTIVE.append(capture)
-    try:
-        handle.set_implementation(DIAG_IMPLEMENTATION)
+    with attention_observer(handle, lambda: capture):
         yield capture
-    finally:
-        _ACTIVE.remove(capture)
-        handle.set_implementation(previous)
