@@ -21,8 +21,6 @@ Per multiple-choice item:
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
 from mapo.diagnostics.signals import split_rows, teacher_forced_signals
 from mapo.eval.items import EvalItem
 from mapo.eval.runner import (
@@ -265,10 +264,7 @@ def evidence_masking(
 
 def plot_acs(result: dict[str, Any], out_dir: str, prefix: str = "evidence_masking") -> dict[str, str]:
     """Accuracy vs masking ratio (top / random / low) with ACS bars; writes PNG and JSON (Table 4's numbers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     table = result["table"]
     ratios = [100 * row["ratio"] for row in table]
@@ -290,11 +286,4 @@ def plot_acs(result: dict[str, Any], out_dir: str, prefix: str = "evidence_maski
     ax.legend(handles=handles, loc="lower left", fontsize=8)
     ax.set_title(f"Evidence masking ({len(result['items'])} items)")
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, f"{prefix}.png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    path = os.path.join(out_dir, f"{prefix}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    return {"png": png, "json": path}
+    return save_figure_and_json(fig, result, out_dir, prefix)

@@ -17,15 +17,14 @@ A pure offset moves the centroids but not the subspaces; a rotation moves the su
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from mapo.diagnostics.hidden import prompt_hidden_states
+from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
 from mapo.modality import audio_key_mask, resolve_modality
 
 __all__ = ["modality_gap", "modality_gap_by_layer", "modality_states", "plot_modality_gap"]
@@ -116,10 +115,7 @@ def modality_gap_by_layer(
 
 def plot_modality_gap(result: dict[int, dict], out_dir: str, prefix: str = "modality_gap") -> dict[str, str]:
     """Relative centroid distance and subspace distance per layer; writes PNG and JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     layers = sorted(result)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -145,11 +141,4 @@ def plot_modality_gap(result: dict[int, dict], out_dir: str, prefix: str = "moda
     ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.set_title("Modality gap between audio-token and text-token hidden states")
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, f"{prefix}.png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    path = os.path.join(out_dir, f"{prefix}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump({str(layer): v for layer, v in result.items()}, fh, indent=2)
-    return {"png": png, "json": path}
+    return save_figure_and_json(fig, {str(layer): v for layer, v in result.items()}, out_dir, prefix)

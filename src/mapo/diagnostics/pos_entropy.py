@@ -7,12 +7,11 @@ tokens) are reported under :data:`NO_WORD`. The paper's gate targets {NOUN, VERB
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
 from mapo.pos_gate import DEFAULT_TARGET_TAGS, pos_tags
 
 __all__ = ["NO_WORD", "plot_pos_entropy", "pos_entropy_summary", "summarize_by_tag"]
@@ -67,10 +66,7 @@ def pos_entropy_summary(
 
 def plot_pos_entropy(summary: dict[str, Any], out_dir: str, prefix: str = "pos_entropy") -> dict[str, str]:
     """Two-panel bar chart (top: mean text-only entropy, bottom: mean Δh) per tag; writes PNG and JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     per_tag = summary["per_tag"]
     tags = list(per_tag)
@@ -87,11 +83,4 @@ def plot_pos_entropy(summary: dict[str, Any], out_dir: str, prefix: str = "pos_e
     axes[1].tick_params(axis="x", rotation=45)
     fig.suptitle(f"POS entropy summary ({summary['tagger']} tagger; blue = POS-gate targets)")
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, f"{prefix}.png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    path = os.path.join(out_dir, f"{prefix}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2)
-    return {"png": png, "json": path}
+    return save_figure_and_json(fig, summary, out_dir, prefix)

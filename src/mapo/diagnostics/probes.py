@@ -15,8 +15,6 @@ decoder does not use it.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 
 from mapo.diagnostics.hidden import prompt_hidden_states
+from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
 from mapo.modality import audio_key_mask, resolve_modality
 
 __all__ = ["ProbeResult", "plot_probes", "pooled_features", "probe_layers", "train_linear_probe"]
@@ -161,10 +160,7 @@ def plot_probes(
     results: dict[int, ProbeResult], out_dir: str, attribute: str = "attribute", prefix: str = "linear_probe"
 ) -> dict[str, str]:
     """Held-out accuracy per layer against chance; writes PNG and JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     layers = sorted(results)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -181,13 +177,9 @@ def plot_probes(
     ax.set_title(f"Linear probe of '{attribute}' per layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, f"{prefix}.png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    path = os.path.join(out_dir, f"{prefix}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(
-            {"attribute": attribute, "layers": {str(i): asdict(r) for i, r in results.items()}}, fh, indent=2
-        )
-    return {"png": png, "json": path}
+    return save_figure_and_json(
+        fig,
+        {"attribute": attribute, "layers": {str(i): asdict(r) for i, r in results.items()}},
+        out_dir,
+        prefix,
+    )

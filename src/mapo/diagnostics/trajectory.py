@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mapo.diagnostics.output import headless_pyplot
 from mapo.diagnostics.signals import TokenSignals
 
 __all__ = ["Trajectory", "plot_trajectory", "trajectories_from_signals", "write_trajectories"]
@@ -84,10 +85,7 @@ def plot_trajectory(traj: Trajectory, path: str, title: str | None = None, label
 
     Token strings label the x axis when the completion has at most ``label_tokens`` tokens.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     x = list(range(1, len(traj) + 1))
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, min(0.18 * len(traj), 24.0)), 6.5), sharex=True)
