@@ -112,6 +112,13 @@ def _load(args: argparse.Namespace):
     return items, model, processor, settings
 
 
+def _hidden_state_layers(args: argparse.Namespace, model: Any) -> list[int]:
+    """``--layers``, or every hidden-state index (0 = embeddings, then one per decoder layer)."""
+    if args.layers is not None:
+        return args.layers
+    return list(range(model.config.get_text_config().num_hidden_layers + 1))
+
+
 def _reference(args: argparse.Namespace, model: Any) -> Any:
     """The text-only reference: ``None`` (the model itself) or the base model of an adapter, loaded unmerged."""
     adapter_dir = args.adapter
@@ -233,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         from mapo.diagnostics.probes import plot_probes, pooled_features, probe_layers
 
         pool = int(args.pool) if args.pool.lstrip("-").isdigit() else args.pool
-        layers = (
-            args.layers
-            if args.layers is not None
-            else list(range(model.config.get_text_config().num_hidden_layers + 1))
-        )
+        layers = _hidden_state_layers(args, model)
         feats = _hidden_runs(
             args,
             items,
@@ -258,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "gap":
         from mapo.diagnostics.modality_gap import modality_gap_by_layer, modality_states, plot_modality_gap
 
-        layers = (
-            args.layers
-            if args.layers is not None
-            else list(range(model.config.get_text_config().num_hidden_layers + 1))
-        )
+        layers = _hidden_state_layers(args, model)
         states = _hidden_runs(
             args,
             items,
