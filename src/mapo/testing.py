@@ -30,6 +30,7 @@ __all__ = [
     "tiny_qwen2_audio_processor",
     "tiny_qwen25_omni_thinker",
     "tiny_qwen3_omni_thinker",
+    "train_byte_level_bpe",
 ]
 
 #: Special tokens shared by the tiny tokenizers (Qwen naming). Their ids are the first ids after the BPE vocab.
@@ -67,9 +68,8 @@ _CORPUS = [
 ]
 
 
-@lru_cache(maxsize=4)
-def _trained_bpe(vocab_size: int) -> str:
-    """Train a byte-level BPE in memory and return its JSON (cached: training takes ~50 ms)."""
+def train_byte_level_bpe(corpus, vocab_size: int, special_tokens) -> str:
+    """Train a Qwen-style byte-level BPE (``Ġ``/``Ċ`` markers) on ``corpus`` in memory; returns the tokenizer JSON."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -77,12 +77,18 @@ def _trained_bpe(vocab_size: int) -> str:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(TINY_SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     return tok.to_str()
+
+
+@lru_cache(maxsize=4)
+def _trained_bpe(vocab_size: int) -> str:
+    """The tiny tokenizer's JSON (cached: training takes ~50 ms)."""
+    return train_byte_level_bpe(_CORPUS * 4, vocab_size, TINY_SPECIAL_TOKENS)
 
 
 def tiny_bpe_tokenizer(vocab_size: int = 400):

@@ -79,21 +79,12 @@ class ModelSize:
 
 @lru_cache(maxsize=8)
 def _bpe_json(config: TaskConfig, vocab_size: int) -> str:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from mapo.testing import train_byte_level_bpe
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(task_corpus(config), trainer=trainer)
+    trained = train_byte_level_bpe(task_corpus(config), vocab_size, SPECIAL_TOKENS)
     # The template tags keep their ids but become ordinary added tokens, as in Qwen3's tokenizer: TRL decodes
     # completions with skip_special_tokens=True, and the rewards must still see <think>/<answer>.
-    spec = json.loads(tok.to_str())
+    spec = json.loads(trained)
     for added in spec["added_tokens"]:
         if added["content"] in TEMPLATE_TOKENS:
             added["special"] = False
