@@ -7,8 +7,8 @@ text, so nothing is downloaded. The completions mix words, numbers, punctuation,
 apostrophe and the ``<think>``/``<answer>`` special tokens. Timed: ``pos_gate_batch`` end to end (word merging,
 tagging, tensor). The token-text cache is warmed by a first untimed pass, as in training after a few steps;
 the cold pass is printed too. The NLTK tagger (the paper's) is timed with its installed English model if present
-(it is never downloaded), else with ``--nltk-trained``: a perceptron trained in the script on a small tagged
-corpus (same code path and per-word cost, not the same accuracy).
+(it is never downloaded), else with ``--nltk-trained``: a perceptron trained offline on a small tagged corpus
+(``mapo.testing.tiny_perceptron_tagger``; same code path and per-word cost, not the same accuracy).
 Target: >= 50k tokens/s with the lexicon tagger.
 """
 
@@ -102,12 +102,13 @@ def main() -> None:
     parser.add_argument(
         "--nltk-trained",
         action="store_true",
-        help="if NLTK's data is missing, time a perceptron trained here",
+        help="if NLTK's data is missing, time a perceptron trained offline",
     )
     args = parser.parse_args()
 
     from mapo.pos_gate import NltkDataMissingError, NltkTagger
     from mapo.pos_gate.tokens import token_table
+    from mapo.testing import tiny_perceptron_tagger
 
     tokenizer = _tokenizer()
     completions = _completions(tokenizer, args.n, args.length)
@@ -137,28 +138,9 @@ def main() -> None:
                 "python -m nltk.downloader averaged_perceptron_tagger_eng; or pass --nltk-trained)"
             )
             return
-        tagger, source = NltkTagger(model=_trained_perceptron()), "perceptron trained in this script"
+        tagger, source = NltkTagger(model=tiny_perceptron_tagger()), "mapo.testing.tiny_perceptron_tagger"
     t, report = _time(completions, tokenizer, tagger)
     print(f"nltk ({source}): {n_tokens / t:,.0f} tok/s in {t:.2f} s  on_fraction={report.on_fraction:.3f}")
-
-
-def _trained_perceptron():
-    """A PerceptronTagger trained on a few Penn-tagged sentences (for timing only)."""
-    from nltk.tag.perceptron import PerceptronTagger
-
-    tagged = [
-        "The/DT dog/NN barks/VBZ loudly/RB ./.",
-        "A/DT piano/NN plays/VBZ in/IN the/DT room/NN ./.",
-        "It/PRP could/MD be/VB a/DT rooster/NN ./.",
-        "There/EX are/VBP 3/CD beeps/NNS and/CC silence/NN ./.",
-        "The/DT melody/NN rises/VBZ slowly/RB and/CC falls/VBZ ./.",
-        "She/PRP speaks/VBZ calmly/RB in/IN the/DT rain/NN ./.",
-        "The/DT loud/JJ engine/NN hums/VBZ ./.",
-    ]
-    random.seed(0)
-    model = PerceptronTagger(load=False)
-    model.train([[tuple(w.rsplit("/", 1)) for w in s.split()] for s in tagged] * 5, nr_iter=5)
-    return model
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from mapo.pos_gate import (
     segment_words,
     token_table,
 )
-from mapo.testing import _CORPUS, tiny_bpe_tokenizer
+from mapo.testing import _CORPUS, tiny_bpe_tokenizer, tiny_perceptron_tagger
 
 SENTENCES = [
     "The dog barks twice.",
@@ -279,34 +279,10 @@ def test_batch_tensor_and_report(bpe):
 # NLTK averaged perceptron (trained here on a small Penn-tagged corpus; the real data is never downloaded)
 # ---------------------------------------------------------------------------------------------------------------
 
-_TAGGED = [
-    "The/DT dog/NN barks/VBZ loudly/RB ./.",
-    "A/DT piano/NN plays/VBZ in/IN the/DT room/NN ./.",
-    "It/PRP could/MD be/VB a/DT rooster/NN ./.",
-    "There/EX are/VBP 3/CD beeps/NNS and/CC silence/NN ./.",
-    "The/DT melody/NN rises/VBZ slowly/RB and/CC falls/VBZ ./.",
-    "She/PRP speaks/VBZ calmly/RB in/IN the/DT rain/NN ./.",
-    "The/DT loud/JJ engine/NN hums/VBZ ./.",
-    "It/PRP barks/VBZ at/IN the/DT loud/JJ car/NN ./.",
-    "Why/WRB could/MD it/PRP be/VB a/DT piano/NN ?/.",
-]
-
 
 @pytest.fixture(scope="module")
 def trained_perceptron():
-    from nltk.tag.perceptron import PerceptronTagger
-
-    state = random.getstate()
-    random.seed(0)
-    try:
-        model = PerceptronTagger(load=False)
-        sentences = [[tuple(tok.rsplit("/", 1)) for tok in s.split()] for s in _TAGGED]
-        model.train(
-            sentences * 25, nr_iter=5
-        )  # x25: every word reaches the tag-dictionary frequency threshold
-    finally:
-        random.setstate(state)
-    return model
+    return tiny_perceptron_tagger()
 
 
 def test_penn_to_coarse():

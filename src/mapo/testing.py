@@ -26,6 +26,7 @@ __all__ = [
     "sine_clip",
     "tiny_bpe_tokenizer",
     "tiny_omni_processor",
+    "tiny_perceptron_tagger",
     "tiny_qwen2_audio",
     "tiny_qwen2_audio_processor",
     "tiny_qwen25_omni_thinker",
@@ -89,6 +90,42 @@ def train_byte_level_bpe(corpus, vocab_size: int, special_tokens) -> str:
 def _trained_bpe(vocab_size: int) -> str:
     """The tiny tokenizer's JSON (cached: training takes ~50 ms)."""
     return train_byte_level_bpe(_CORPUS * 4, vocab_size, TINY_SPECIAL_TOKENS)
+
+
+#: A few Penn-tagged sentences: enough for an averaged perceptron to tag the test sentences (no NLTK download).
+_PENN_TAGGED = (
+    "The/DT dog/NN barks/VBZ loudly/RB ./.",
+    "A/DT piano/NN plays/VBZ in/IN the/DT room/NN ./.",
+    "It/PRP could/MD be/VB a/DT rooster/NN ./.",
+    "There/EX are/VBP 3/CD beeps/NNS and/CC silence/NN ./.",
+    "The/DT melody/NN rises/VBZ slowly/RB and/CC falls/VBZ ./.",
+    "She/PRP speaks/VBZ calmly/RB in/IN the/DT rain/NN ./.",
+    "The/DT loud/JJ engine/NN hums/VBZ ./.",
+    "It/PRP barks/VBZ at/IN the/DT loud/JJ car/NN ./.",
+    "Why/WRB could/MD it/PRP be/VB a/DT piano/NN ?/.",
+)
+
+
+def tiny_perceptron_tagger():
+    """NLTK's averaged perceptron (the paper's tagger) trained offline on :data:`_PENN_TAGGED`; needs ``nltk``.
+
+    Training shuffles with the global ``random`` module, so it is seeded and the caller's random state restored.
+    """
+    import random
+
+    from nltk.tag.perceptron import PerceptronTagger
+
+    state = random.getstate()
+    random.seed(0)
+    try:
+        model = PerceptronTagger(load=False)
+        sentences = [[tuple(tok.rsplit("/", 1)) for tok in s.split()] for s in _PENN_TAGGED]
+        model.train(
+            sentences * 25, nr_iter=5
+        )  # x25: every word reaches the tag-dictionary frequency threshold
+    finally:
+        random.setstate(state)
+    return model
 
 
 def tiny_bpe_tokenizer(vocab_size: int = 400):
