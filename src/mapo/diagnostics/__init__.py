@@ -30,7 +30,12 @@ from mapo.diagnostics.probes import (
     probe_layers,
     train_linear_probe,
 )
-from mapo.diagnostics.signals import TokenSignals, split_rows, teacher_forced_signals
+from mapo.diagnostics.signals import (
+    TokenSignals,
+    completion_key_attention,
+    split_rows,
+    teacher_forced_signals,
+)
 from mapo.diagnostics.trajectory import (
     Trajectory,
     plot_trajectory,
@@ -47,6 +52,7 @@ __all__ = [
     "Trajectory",
     "acs_table",
     "audio_key_attention",
+    "completion_key_attention",
     "evidence_masking",
     "frame_edges",
     "mask_waveform",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
-from mapo.diagnostics.signals import split_rows, teacher_forced_signals
+from mapo.diagnostics.signals import completion_key_attention, split_rows
 from mapo.eval.items import EvalItem
 from mapo.eval.runner import (
     GenerationSettings,
@@ -169,18 +169,18 @@ def evidence_masking(
         texts = decode_completions(model, processor, ids, mask)
         for b, (row, cid, cm) in enumerate(split_rows(batch.inputs, ids, mask)):
             it = batch.items[b]
-            sig = teacher_forced_signals(
+            # Only the per-key map is needed here: one forward, no entropies or text-only reference.
+            key_attention, _, audio_valid = completion_key_attention(
                 model,
                 row,
                 cid,
                 cm,
                 tokenizer=processor.tokenizer,
                 target_layers=target_layers,
-                key_attention=True,
-                key_head_reduce=head_reduce,
+                head_reduce=head_reduce,
             )
-            n_tok = int(sig.audio_valid[0].sum())
-            weights = sig.key_attention[0, :, :n_tok].sum(dim=0).double().cpu().numpy()
+            n_tok = int(audio_valid[0].sum())
+            weights = key_attention[0, :, :n_tok].sum(dim=0).double().cpu().numpy()
             fam = row.get("feature_attention_mask")
             n_frames = int(fam[0].sum()) if fam is not None else int(row["input_features"].shape[-1])
             edges = frame_edges(n_tok, n_frames)

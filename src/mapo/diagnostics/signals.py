@@ -34,7 +34,7 @@ from mapo.modality import (
 from mapo.probe import audio_attention
 from mapo.token_stats import completion_logps_and_entropies
 
-__all__ = ["TokenSignals", "split_rows", "teacher_forced_signals"]
+__all__ = ["TokenSignals", "completion_key_attention", "split_rows", "teacher_forced_signals"]
 
 
 @dataclass
@@ -141,19 +141,52 @@ def teacher_forced_signals(
         (text_entropy - entropy) * mask,
     )
     if key_attention:
-        with audio_key_attention(
-            model, keys, queries, cat.attention_mask, target_layers or cap.target_layers, key_head_reduce
-        ) as kcap:
-            model(
-                input_ids=cat.input_ids,
-                attention_mask=cat.attention_mask,
-                use_cache=False,
-                logits_to_keep=1,
-                **audio_kwargs,
-            )
-        signals.key_attention = kcap.attention[:, cat.query_rows] * mask[..., None]
-        signals.audio_index, signals.audio_valid = kcap.audio_index, kcap.audio_valid
+        signals.key_attention, signals.audio_index, signals.audio_valid = completion_key_attention(
+            model,
+            prompt_inputs,
+            completion_ids,
+            completion_mask,
+            spec=spec,
+            target_layers=target_layers or cap.target_layers,
+            head_reduce=key_head_reduce,
+        )
     return signals
+
+
+@torch.no_grad()
+def completion_key_attention(
+    model: Any,
+    prompt_inputs: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    tokenizer: Any = None,
+    spec: Any = None,
+    target_layers: Sequence[int] | None = None,
+    head_reduce: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The attention of each completion token to each audio key, from one teacher-forced forward (appendix C.4).
+
+    Arguments as in :func:`teacher_forced_signals`. Returns ``(key_attention [B, C, A]`` fp32, 0 on completion
+    padding; ``audio_index [B, A]`` key positions in the prompt; ``audio_valid [B, A])``, as in
+    :class:`TokenSignals`.
+    """
+    spec = resolve_modality(spec if spec is not None else model, tokenizer)
+    prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
+    audio_kwargs = {k: v for k, v in prompt_inputs.items() if k in spec.audio_feature_kwargs}
+    cat = concat_prompt_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    keys = audio_key_mask(cat.input_ids, spec)
+    queries = completion_query_mask(prompt_ids.shape[1], completion_mask)
+    with audio_key_attention(model, keys, queries, cat.attention_mask, target_layers, head_reduce) as kcap:
+        model(
+            input_ids=cat.input_ids,
+            attention_mask=cat.attention_mask,
+            use_cache=False,
+            logits_to_keep=1,
+            **audio_kwargs,
+        )
+    attention = kcap.attention[:, cat.query_rows] * completion_mask.float()[..., None]
+    return attention, kcap.audio_index, kcap.audio_valid
 
 
 def _pad_id(model: Any, tokenizer: Any) -> int:
