@@ -34,9 +34,10 @@ def audio_rows(n: int = 2, seconds: float = 1.0) -> list[dict]:
     ]
 
 
-def tiny_config(tmp_path, **overrides) -> MAPOConfig:
-    """CPU settings: fp32, G=4, one prompt group per step, short completions, no checkpoints."""
-    base = dict(
+def tiny_grpo_settings(tmp_path) -> dict:
+    """GRPOConfig fields for the tiny models on CPU: fp32, G=4, one prompt group per step, short completions, no
+    checkpoints."""
+    return dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=4,
         num_generations=4,
@@ -47,13 +48,16 @@ def tiny_config(tmp_path, **overrides) -> MAPOConfig:
         bf16=False,
         use_cpu=True,
         gradient_checkpointing=False,
-        pos_tagger="lexicon",
         save_strategy="no",
         learning_rate=1e-3,
         beta=0.0,
         seed=0,
-        dataloader_num_workers=0,
     )
+
+
+def tiny_config(tmp_path, **overrides) -> MAPOConfig:
+    """:func:`tiny_grpo_settings` as a MAPOConfig with the lexicon POS tagger (no NLTK data needed)."""
+    base = dict(tiny_grpo_settings(tmp_path), pos_tagger="lexicon", dataloader_num_workers=0)
     base.update(overrides)
     return MAPOConfig(**base)
 

@@ -11,41 +11,28 @@ from trl import GRPOConfig, GRPOTrainer
 from mapo.token_stats import completion_logps_and_entropies
 from mapo.trainer import AudioGRPOTrainer
 
-from .conftest import REWARDS, audio_rows, repeat_rows
+from .conftest import REWARDS, audio_rows, repeat_rows, tiny_grpo_settings
 
 
-def _grpo_config(tmp_path, **kw):
+def _grpo_config(tmp_path):
     """A plain GRPOConfig (the baseline takes TRL's own config) with the tiny-model CPU settings."""
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=10,
-        max_steps=2,
-        logging_steps=1,
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        save_strategy="no",
-        learning_rate=1e-3,
-        beta=0.0,
-        seed=0,
-        loss_type="grpo",
+    return GRPOConfig(**tiny_grpo_settings(tmp_path), loss_type="grpo")
+
+
+def _baseline(model, processor, tmp_path, dataset) -> AudioGRPOTrainer:
+    return AudioGRPOTrainer(
+        model=model,
+        reward_funcs=REWARDS,
+        args=_grpo_config(tmp_path),
+        train_dataset=dataset,
+        processing_class=processor,
     )
-    return GRPOConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen25_omni"])
 def test_two_grpo_steps_run_and_log_rewards(family, request, tmp_path, rows_dataset):
     model, processor = request.getfixturevalue(family)
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=rows_dataset,
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, rows_dataset)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -67,13 +54,7 @@ def test_qwen2_audio_needs_the_image_token_workaround(qwen2_audio, tmp_path, row
             train_dataset=rows_dataset,
             processing_class=processor,
         )
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=rows_dataset,
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, rows_dataset)
     assert getattr(model.config, "image_token_id", None) is None  # the loan was returned
     audio_id = model.config.audio_token_index
     assert audio_id in trainer.generation_kwargs["suppress_tokens"]
@@ -84,13 +65,7 @@ def test_qwen2_audio_needs_the_image_token_workaround(qwen2_audio, tmp_path, row
 def test_audio_reaches_every_scoring_forward(family, request, tmp_path, rows_dataset):
     """Scoring the same completion with two different clips changes the log-probs; plain TRL does not see audio."""
     model, processor = request.getfixturevalue(family)
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=rows_dataset,
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, rows_dataset)
     batch = trainer._generate_and_score_completions(repeat_rows(audio_rows(1), 4))
     assert "input_features" in batch and batch["input_features"].shape[0] == 4
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
@@ -127,26 +102,14 @@ def test_dataset_row_without_audio_is_a_clear_error(qwen2_audio, tmp_path):
     model, processor = qwen2_audio
     rows = audio_rows(2)
     rows[1]["audio"] = None
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, Dataset.from_list(rows))
     with pytest.raises(ValueError, match="row id=row-1.*no audio"):
         trainer.train()
 
 
 def test_prompt_with_two_clips_is_a_clear_error(qwen2_audio, tmp_path, rows_dataset):
     model, processor = qwen2_audio
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=rows_dataset,
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, rows_dataset)
     clip = np.zeros(16000, dtype=np.float32)
     prompt = [
         {
@@ -172,13 +135,7 @@ def test_arrow_stored_prompts_are_normalised(qwen2_audio, tmp_path):
     ds = Dataset.from_list([{"prompt": prompt, "answer": "low", "choices": ["low", "high"]}])
     raw = ds[0]["prompt"][0]["content"]
     assert raw[1]["audio"] is None and raw[0]["text"] is None  # Arrow's struct unification
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=ds,
-        processing_class=processor,
-    )
+    trainer = _baseline(model, processor, tmp_path, ds)
     row = trainer.train_dataset[0]
     parts = row["prompt"][0]["content"]
     assert all(v is not None for p in parts for v in p.values())
