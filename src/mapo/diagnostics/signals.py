@@ -107,13 +107,10 @@ def teacher_forced_signals(
         key_attention: also compute the per-audio-key attention map (an extra forward).
         text_mode: "drop" (design §4) or "keep_placeholders" (the public reference's variant).
     """
-    spec = resolve_modality(spec if spec is not None else model, tokenizer)
+    lay = _layout(model, prompt_inputs, completion_ids, completion_mask, spec, tokenizer)
+    spec, audio_kwargs, cat, keys, queries = lay.spec, lay.audio_kwargs, lay.cat, lay.keys, lay.queries
     prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
-    audio_kwargs = {k: v for k, v in prompt_inputs.items() if k in spec.audio_feature_kwargs}
-    cat = concat_prompt_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    width, c = prompt_ids.shape[1], completion_ids.shape[1]
-    keys = audio_key_mask(cat.input_ids, spec)
-    queries = completion_query_mask(width, completion_mask)
+    c = completion_ids.shape[1]
     mask = completion_mask.float()
     with audio_attention(model, keys, queries, target_layers) as cap:
         _, entropy = completion_logps_and_entropies(
@@ -141,14 +138,8 @@ def teacher_forced_signals(
         (text_entropy - entropy) * mask,
     )
     if key_attention:
-        signals.key_attention, signals.audio_index, signals.audio_valid = completion_key_attention(
-            model,
-            prompt_inputs,
-            completion_ids,
-            completion_mask,
-            spec=spec,
-            target_layers=target_layers or cap.target_layers,
-            head_reduce=key_head_reduce,
+        signals.key_attention, signals.audio_index, signals.audio_valid = _key_attention(
+            model, lay, completion_mask, target_layers or cap.target_layers, key_head_reduce
         )
     return signals
 
@@ -171,19 +162,58 @@ def completion_key_attention(
     padding; ``audio_index [B, A]`` key positions in the prompt; ``audio_valid [B, A])``, as in
     :class:`TokenSignals`.
     """
+    lay = _layout(model, prompt_inputs, completion_ids, completion_mask, spec, tokenizer)
+    return _key_attention(model, lay, completion_mask, target_layers, head_reduce)
+
+
+@dataclass
+class _Layout:
+    """Prompt + completion as one teacher-forced forward sees them."""
+
+    spec: Any  # ModalitySpec
+    audio_kwargs: dict[str, torch.Tensor]
+    cat: Any  # the result of concat_prompt_completion
+    keys: torch.Tensor  # bool [B, L] audio keys
+    queries: torch.Tensor  # bool [B, L] rows predicting completion tokens
+
+
+def _layout(
+    model: Any,
+    prompt_inputs: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    spec: Any,
+    tokenizer: Any,
+) -> _Layout:
     spec = resolve_modality(spec if spec is not None else model, tokenizer)
     prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
-    audio_kwargs = {k: v for k, v in prompt_inputs.items() if k in spec.audio_feature_kwargs}
     cat = concat_prompt_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    keys = audio_key_mask(cat.input_ids, spec)
-    queries = completion_query_mask(prompt_ids.shape[1], completion_mask)
-    with audio_key_attention(model, keys, queries, cat.attention_mask, target_layers, head_reduce) as kcap:
+    return _Layout(
+        spec,
+        {k: v for k, v in prompt_inputs.items() if k in spec.audio_feature_kwargs},
+        cat,
+        audio_key_mask(cat.input_ids, spec),
+        completion_query_mask(prompt_ids.shape[1], completion_mask),
+    )
+
+
+def _key_attention(
+    model: Any,
+    lay: _Layout,
+    completion_mask: torch.Tensor,
+    target_layers: Sequence[int] | None,
+    head_reduce: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cat = lay.cat
+    with audio_key_attention(
+        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce
+    ) as kcap:
         model(
             input_ids=cat.input_ids,
             attention_mask=cat.attention_mask,
             use_cache=False,
             logits_to_keep=1,
-            **audio_kwargs,
+            **lay.audio_kwargs,
         )
     attention = kcap.attention[:, cat.query_rows] * completion_mask.float()[..., None]
     return attention, kcap.audio_index, kcap.audio_valid
