@@ -58,6 +58,7 @@ _FAMILIES: dict[str, dict[str, Any]] = {
         "end_attr": None,
         "marker_names": ("<|audio_bos|>", "<|audio_eos|>"),
         "feature_kwargs": ("input_features", "feature_attention_mask"),
+        "max_audio_seconds": 30.0,  # WhisperFeatureExtractor keeps n_samples = 30 s x 16 kHz and drops the rest
     },
     "qwen2_5_omni_thinker": {
         "id_attrs": ("audio_token_index", "audio_token_id"),
@@ -65,6 +66,7 @@ _FAMILIES: dict[str, dict[str, Any]] = {
         "end_attr": "audio_end_token_id",
         "marker_names": ("<|audio_start|>", "<|audio_end|>"),
         "feature_kwargs": ("input_features", "feature_attention_mask", "audio_feature_lengths"),
+        "max_audio_seconds": 30.0,  # the processor's Whisper front-end truncates at 30 s without a warning
     },
     "qwen3_omni_moe_thinker": {
         "id_attrs": ("audio_token_id",),
@@ -72,6 +74,7 @@ _FAMILIES: dict[str, dict[str, Any]] = {
         "end_attr": "audio_end_token_id",  # not a declared field of the 5.23 config; read when a checkpoint has it
         "marker_names": ("<|audio_start|>", "<|audio_end|>"),
         "feature_kwargs": ("input_features", "feature_attention_mask", "audio_feature_lengths"),
+        "max_audio_seconds": 30.0,  # the processor's Whisper front-end truncates at 30 s without a warning
     },
 }
 _FULL_OMNI = {"qwen2_5_omni": "qwen2_5_omni_thinker", "qwen3_omni_moe": "qwen3_omni_moe_thinker"}
@@ -95,6 +98,10 @@ class ModalitySpec:
             a full Omni model, ``""`` otherwise).
         audio_feature_kwargs: forward kwargs that carry the audio features; the text-only reference passes none.
         marker_names: tokenizer strings of the start/end markers (to look them up, and for messages).
+        sampling_rate: the audio sampling rate the family's feature extractor expects (Hz).
+        max_audio_seconds: the longest clip the family's processor keeps in one audio part; longer clips are
+            truncated by the processor without a word, so readers apply an explicit long-audio policy.
+            ``None`` = unknown (no length check).
     """
 
     family: str
@@ -107,6 +114,8 @@ class ModalitySpec:
     attn_owner_path: str = ""
     audio_feature_kwargs: tuple[str, ...] = ()
     marker_names: tuple[str, str] | None = None
+    sampling_rate: int = 16000
+    max_audio_seconds: float | None = None
 
     @classmethod
     def generic(
@@ -269,6 +278,7 @@ def resolve_modality(
         attn_owner_path=owner_path,
         audio_feature_kwargs=facts["feature_kwargs"],
         marker_names=facts["marker_names"],
+        max_audio_seconds=facts["max_audio_seconds"],
     )
 
 

@@ -24,7 +24,7 @@ class TrainScriptArguments:
     )
     train_files: list[str] = field(
         default_factory=list,
-        metadata={"help": "Training JSONL file(s) (format: mapo.data module docstring)."},
+        metadata={"help": "Training JSONL file(s) (format: mapo.data.qa module docstring)."},
     )
     train_proportions: list[float] | None = field(
         default=None,
