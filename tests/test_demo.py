@@ -11,11 +11,16 @@ from mapo.synthetic.report import COLUMNS, aggregate, format_table
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_results_and_plots(tmp_path):
+def test_quick_demo_writes_results_and_plots(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    assert mapo_main(["demo", "--quick", "--output-dir", str(out), "--no-progress"]) == 0
+    assert mapo_main(["demo", "--quick", "--output-dir", str(out), "--no-progress", "--first-seed", "0"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["budget"] == "quick" and results["seeds"] == 1
+    assert results["budget"] == "quick" and results["seeds"] == 1 and results["first_seed"] == 0
+    assert len(list((tmp_path / "cache").glob("seed0-*.safetensors"))) == 1  # the warm-up was cached
+    assert len(results["interpretation"]) >= 3 and "MAPO − GRPO" in results["interpretation"][2]
+    assert [r["seed"] for r in results["criteria"]["per_seed"]] == [0]
+    assert "summary.png" in results["plots"]
     assert set(results["summary"]) == {"base", "grpo", "mask_only", "mapo"}
     for row, stats in results["summary"].items():
         for key, _ in COLUMNS:
