@@ -154,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         "results",
         "demo_seeds.json" if args.first_seed == 0 else f"demo_seeds_first{args.first_seed}.json",
     )
-    command = "python benchmarks/demo_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = list(argv if argv is not None else sys.argv[1:])
+    for opt in (
+        "--demo-output",
+        "--out",
+    ):  # local paths stay out of the committed JSON; they change no number
+        if opt in given:
+            i = given.index(opt)
+            del given[i : i + 2]
+    command = " ".join(["python benchmarks/demo_seeds.py", *given])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         payload = run_demo(

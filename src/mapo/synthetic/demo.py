@@ -2,13 +2,16 @@
 
 Per seed: build the tone-melody task (a language-prior trap; ``mapo.synthetic.task``), build a random
 ``Qwen2AudioForConditionalGeneration`` offline, warm it up the way real audio LMs are built until it collapses
-(``mapo.synthetic.warmup``), evaluate it, then train three arms from it with outcome-only rewards and the library's
+(``mapo.synthetic.warmup``; cached per seed, budget and code version, ``mapo.synthetic.cache``), evaluate it, then
+train three arms from it with the paper's rewards (accuracy, format, offline consistency; λ 2/1/1) and the library's
 real trainers — GRPO (``AudioGRPOTrainer``), MAPO mask only (η = 0) and MAPO (``MAPOTrainer``) — and evaluate each.
-Prints a table (mean ± std over seeds), writes ``results.json`` and PNG plots, and says where.
+Prints a table (mean ± std over seeds) and sentences computed from it, writes ``results.json`` (with the issue's
+criteria per seed and the paired MAPO − GRPO comparison) and PNG plots (``summary.png`` first), and says where.
 
-    mapo demo                 # ≈ 6-8 min on 2 cores
-    mapo demo --quick         # ≤ 2 min (what CI runs)
-    mapo demo --seeds 3       # repeat and report mean ± std
+    mapo demo                              # one seed, default budget (about 6 min on 2 idle cores)
+    mapo demo --quick                      # small budgets (what CI runs)
+    mapo demo --seeds 3 --first-seed 200   # seeds 200-202, mean ± std
+    mapo demo --no-cache                   # redo the warm-up
 """
 
 from __future__ import annotations
