@@ -111,7 +111,7 @@ def teacher_forced_signals(
     prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
     c = completion_ids.shape[1]
     mask = completion_mask.float()
-    with audio_attention(model, keys, queries, target_layers) as cap:
+    with audio_attention(model, keys, queries, target_layers, spec=spec) as cap:
         _, entropy = completion_logps_and_entropies(
             model, cat.input_ids, cat.attention_mask, c, temperature=temperature, **audio_kwargs
         )
@@ -205,7 +205,7 @@ def _key_attention(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cat = lay.cat
     with audio_key_attention(
-        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce
+        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce, spec=lay.spec
     ) as kcap:
         model(
             input_ids=cat.input_ids,

@@ -84,7 +84,7 @@ class MAPOTrainer(AudioGRPOTrainer):
 
     def _prepare_model_before_grpo_init(self, model, args, peft_config):
         if args.attention_branch_on:
-            enable_probe_attention(model.get_base_model() if _is_peft(model) else model)
+            enable_probe_attention(model.get_base_model() if _is_peft(model) else model, self.modality)
         needs_copy = (
             args.text_reference == "frozen"
             and args.text_reference_model is None
@@ -334,6 +334,7 @@ class MAPOTrainer(AudioGRPOTrainer):
             target_layers=cfg.attention_layers,
             head_reduce=cfg.head_reduce,
             layer_reduce=cfg.layer_reduce,
+            spec=self.modality,
         ) as capture:
             loss = super()._compute_loss(model, inputs)
         return loss, capture.mass[:, p - 1 : p - 1 + c]
