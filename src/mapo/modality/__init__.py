@@ -17,6 +17,7 @@ from .decoder import DecoderHandle, decoder_at, locate_decoder, unwrap_model
 from .loading import load_policy_model
 from .spec import (
     KNOWN_AUDIO_FEATURE_KWARGS,
+    TEXT_ONLY_MODES,
     Concatenated,
     ModalitySpec,
     audio_key_mask,
@@ -32,6 +33,7 @@ from .token_stats import completion_logps_and_entropies, logps_and_entropies_fro
 
 __all__ = [
     "KNOWN_AUDIO_FEATURE_KWARGS",
+    "TEXT_ONLY_MODES",
     "Concatenated",
     "DecoderHandle",
     "ModalitySpec",

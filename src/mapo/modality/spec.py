@@ -32,6 +32,8 @@ from .decoder import DecoderHandle, decoder_at, locate_decoder, unwrap_model
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "KNOWN_AUDIO_FEATURE_KWARGS",
+    "TEXT_ONLY_MODES",
     "Concatenated",
     "DecoderHandle",
     "ModalitySpec",
@@ -45,6 +47,10 @@ __all__ = [
     "with_feature_kwargs",
     "with_markers",
 ]
+
+#: How the text-only prompt x_text is made (:func:`text_only_prompt`): ``"drop"`` the audio placeholders and
+#: markers (the paper), or ``"keep_placeholders"`` and drop only the features (the public code).
+TEXT_ONLY_MODES: tuple[str, ...] = ("drop", "keep_placeholders")
 
 #: Audio feature kwargs of the families we know (the processor outputs that carry the audio).
 KNOWN_AUDIO_FEATURE_KWARGS: tuple[str, ...] = (
@@ -406,7 +412,7 @@ def text_only_prompt(
     prompt_mask: torch.Tensor,
     spec: ModalitySpec,
     pad_token_id: int,
-    mode: str = "drop",
+    text_only_mode: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_text of §3.3: the prompt with the audio removed, left-padded, ready to be followed by the unchanged
     completion (so completion index t is the same token for the policy and the text-only reference).
@@ -415,7 +421,7 @@ def text_only_prompt(
         prompt_ids, prompt_mask: ``[B, P]`` left-padded prompt ids and 0/1 mask.
         spec: the family's :class:`ModalitySpec`.
         pad_token_id: id written into the new padding.
-        mode: ``"drop"`` removes every placeholder run and the start/end markers adjacent to it, then re-pads on
+        text_only_mode: ``"drop"`` removes every placeholder run and the start/end markers adjacent to it, then re-pads on
             the left to the new widest row (width ``P' <= P``); ``"keep_placeholders"`` returns the inputs
             unchanged (the caller drops only the audio features, as the public reference does).
 
@@ -430,8 +436,8 @@ def text_only_prompt(
         raise ValueError(
             f"prompt_mask {tuple(prompt_mask.shape)} must have prompt_ids' shape {tuple(prompt_ids.shape)}"
         )
-    if mode not in ("drop", "keep_placeholders"):
-        raise ValueError(f"mode must be 'drop' or 'keep_placeholders', got {mode!r}")
+    if text_only_mode not in TEXT_ONLY_MODES:
+        raise ValueError(f"text_only_mode must be one of {TEXT_ONLY_MODES}, got {text_only_mode!r}")
     valid = prompt_mask.bool()
     audio, markers = _placeholder_and_markers(prompt_ids, spec, valid)
     if rows := _rows_without_audio(audio):
@@ -440,7 +446,7 @@ def text_only_prompt(
             "a text-only reference of a prompt without audio is the prompt itself, so its Δh would be a silent 0. "
             "Check that the processor expanded the audio, or filter those rows out."
         )
-    if mode == "keep_placeholders":
+    if text_only_mode == "keep_placeholders":
         return prompt_ids, prompt_mask
     if spec.marker_names is not None and len(spec.marker_ids) < 2:
         logger.warning(
