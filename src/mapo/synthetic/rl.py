@@ -56,7 +56,7 @@ class RLBudget:
     reward_weights: tuple[float, ...] = (2.0, 1.0, 1.0)  #: λ of (accuracy, format, consistency), eq. 6
     eta: float = 0.25  #: η of the MAPO arm's attention loss (eq. 5); the mask-only arm always uses 0
     #: decoder layers the attention loss targets; None = MAPOConfig's default, the last five (here: both layers)
-    attention_layers: tuple[int, ...] | None = None
+    target_layers: tuple[int, ...] | None = None
 
 
 RL_BUDGETS: dict[str, RLBudget] = {
@@ -153,9 +153,7 @@ def run_arm(
         raise ValueError("task has no RL split: build it with make_task(..., n_rl=...)")
     _, trainer_cls, overrides = ARMS[arm]
     if trainer_cls is MAPOTrainer:
-        layers = (
-            {} if budget.attention_layers is None else {"attention_layers": list(budget.attention_layers)}
-        )
+        layers = {} if budget.target_layers is None else {"target_layers": list(budget.target_layers)}
         overrides = {**layers, "eta": budget.eta, **overrides}
     model = copy.deepcopy(base_model).train()
     reference = copy.deepcopy(base_model).eval()
