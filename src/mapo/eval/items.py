@@ -58,7 +58,9 @@ class Prediction:
     ``score`` is 1.0/0.0 for "choice" and "instruction" items, the judge's grade / 5 for "open" items, and
     ``None`` when the item is unscored (``reason`` says why). ``correct`` is ``score == 1`` for binary kinds and
     ``None`` for open items and unscored items. ``judge`` keeps the judge's raw grades so that re-scoring a file
-    reproduces the judged result without asking the judge again.
+    reproduces the judged result without asking the judge again. ``unreadable`` says why the item's audio could
+    not be used (missing, undecodable, too short or too long: ``mapo.data.clips.AudioReadError``); such an item
+    is unscored, never a crash.
     """
 
     id: str
@@ -76,6 +78,7 @@ class Prediction:
     reason: str = ""
     invalid: str = ""
     judge: dict[str, Any] | None = None
+    unreadable: str = ""
 
     @classmethod
     def from_item(cls, item: EvalItem, prediction: str) -> Prediction:

@@ -7,7 +7,8 @@ and 3). The formats, with one example record each, are documented in ``docs/eval
 * **MMAU** (``mmau-test-mini.json``, a JSON list): ``id``, ``audio_id`` ("./test-mini-audios/<id>.wav"),
   ``question``, ``choices`` (list), ``answer`` (option text), ``task`` (sound / music / speech → the group),
   ``category``, ``sub-category``, ``difficulty``, ``dataset``, ``split``.
-* **MMAR** (``MMAR-meta.json``, a JSON list): ``id``, ``audio_path`` ("./audio/<id>.wav"), ``question``,
+* **MMAR** (``MMAR-meta.jsonl`` of the current release, one object per line; the older ``MMAR-meta.json`` list
+  is read too): ``id``, ``audio_path`` ("./audio/<id>.wav"), ``question``,
   ``choices``, ``answer``, ``modality`` (sound, music, speech, or a mix such as "mix-sound-speech"),
   ``category`` ("Signal Layer" ...), ``sub-category``, ``language``, ``source``, ``url``, ``timestamp``. Mixed
   modalities have no column in Table 2: they count in the overall score only (group ``None``).
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mapo.eval.items import EvalItem
-from mapo.rewards import resolve_gold
 
 __all__ = [
     "BENCHMARKS",
@@ -123,8 +123,10 @@ def _check_choice(item: EvalItem) -> EvalItem:
     if not item.choices or len(item.choices) < 2:
         item.invalid = f"fewer than two choices ({item.choices!r})"
         return item
+    from mapo.eval.scoring import gold_options
+
     try:
-        resolve_gold(str(item.answer), item.choices)
+        gold_options(str(item.answer), item.choices)  # identical options are one answer
     except ValueError as err:
         item.invalid = f"answer does not designate one option: {err}"
     return item
@@ -328,7 +330,8 @@ def load_benchmark(
         path: the benchmark's metadata file (.json, .jsonl, or .parquet for MMAU-Pro).
         audio_root: folder the audio paths are relative to (default: the metadata file's folder).
         limit: keep the first ``limit`` items (quick runs).
-        check_audio: raise ``FileNotFoundError`` listing missing audio files (set False to score predictions).
+        check_audio: raise ``FileNotFoundError`` when no audio file exists (a wrong ``audio_root``); when only some
+            are missing, warn (those items become unscored "missing" predictions). False: no check (re-scoring).
     """
     key = name.strip().lower().replace("_", "-")
     if key not in BENCHMARKS:
@@ -353,9 +356,18 @@ def load_benchmark(
         )
     if check_audio:
         missing = [a for it in items for a in it.audio if not os.path.exists(a)]
-        if missing:
+        total = sum(len(it.audio) for it in items)
+        if missing and len(missing) == total:
             raise FileNotFoundError(
-                f"{path}: {len(missing)} audio file(s) not found under audio_root={root!r}, e.g. {missing[:3]}; "
+                f"{path}: none of the {total} audio file(s) exists under audio_root={root!r}, e.g. {missing[:3]}; "
                 "pass --audio-root pointing at the folder the benchmark's audio paths are relative to"
+            )
+        if missing:
+            logger.warning(
+                "%s: %d of %d audio file(s) not found (e.g. %s); those items are reported as unscored",
+                path,
+                len(missing),
+                total,
+                missing[:3],
             )
     return items
