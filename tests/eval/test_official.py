@@ -223,3 +223,69 @@ def test_official_open_score_hand_derived():
     assert strict.score == pytest.approx(0.6)
     (official,) = score_predictions([pred], scorer="official")
     assert official.score == pytest.approx(0.8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hub parquet releases with embedded audio ({"bytes", "path"}, the datasets.Audio layout)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _wav(seconds, sr=16000):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, (0.2 * np.sin(np.arange(int(seconds * sr)) / 7)).astype("float32"), sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_mmsu_and_mmau_pro_parquet_with_embedded_audio(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mapo.data.clips import ClipReader
+
+    meta = {"info": {"features": {"audio": {"_type": "Audio"}}}}
+    mmsu = [
+        {
+            "id": "code_switch_1",
+            "task_name": "code_switch_question_answering",
+            "audio": {"bytes": _wav(0.5), "path": "code_switch_1.wav"},
+            "question": "What did the speaker receive?",
+            "choice_a": "A cake.",
+            "choice_b": "Chocolate.",
+            "choice_c": "A fruit basket.",
+            "choice_d": "A drink.",
+            "answer_gt": "Chocolate.",
+            "category": "Reasoning",
+            "sub-category": "Linguistics",
+            "sub-sub-category": "Semantics",
+        },
+    ]
+    pro = [
+        {
+            "id": "p1",
+            "audio": [{"bytes": _wav(0.25, 22050), "path": "p1.wav"}],
+            "question": "Which instrument?",
+            "category": "music",
+            "choices": ["violin", "piano"],
+            "answer": "piano",
+            "task_identifier": None,
+            "kwargs": None,
+        },
+    ]
+    for name, rows in (("mmsu", mmsu), ("mmau-pro", pro)):
+        path = tmp_path / f"{name}.parquet"
+        table = pa.Table.from_pylist(rows)
+        pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps(meta)}), path)
+        (item,) = load_benchmark(name, str(path))  # check_audio on: nothing on disk is needed
+        assert (
+            not item.invalid and isinstance(item.audio[0], dict) and set(item.audio[0]) == {"bytes", "path"}
+        )
+        (wave,) = ClipReader(sampling_rate=16000).read(item.audio[0])
+        assert wave.shape == (
+            (8000,) if name == "mmsu" else (4000,)
+        )  # 0.5 s; 0.25 s resampled 22.05 -> 16 kHz
+    assert item.group == "closed" and item.choices == ["violin", "piano"]

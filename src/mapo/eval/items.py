@@ -27,7 +27,8 @@ class EvalItem:
         group: the column of the paper's table the item is reported in (e.g. "sound", "perception", "closed"), or
             ``None`` for items counted in the overall score only (MMAR's mixed-modality items).
         kind: one of :data:`KINDS`.
-        audio: absolute paths of the item's audio clips (one for all benchmarks except a few MMAU-Pro items).
+        audio: the item's clips (one for all benchmarks except a few MMAU-Pro items): absolute paths, or
+            ``{"bytes", "path"}`` dicts of audio embedded in a parquet release (read by :mod:`mapo.data.clips`).
         question: the question text shown to the model.
         choices: option texts for "choice" items, ``None`` otherwise.
         answer: the correct option's text ("choice"), the reference answer ("open"), ``None`` ("instruction").
@@ -39,7 +40,7 @@ class EvalItem:
     benchmark: str
     group: str | None
     kind: str
-    audio: list[str]
+    audio: list[Any]
     question: str
     choices: list[str] | None = None
     answer: str | None = None
