@@ -135,6 +135,7 @@ SAME_WORDS = ["dog barking", "barking dog", "cat meowing", "bird singing"]
         ),  # extra words pass: {man} ⊆ {it,is,a,man}, none of woman/child/robot
         ("Man", "a man or a woman", VOICE, False),  # "woman" is a word of another option
         ("Man", "B", VOICE, False),  # letters are not read: {b} lacks "man"
+        ("Man", "A", VOICE, False),  # not even the right letter (strict: correct)
         ("Man", "", VOICE, False),  # empty prediction
         ("acoustic guitar", "guitar, acoustic", GUITAR, True),  # word sets, order ignored; "guitar" is shared
         ("acoustic guitar", "guitar", GUITAR, False),  # "acoustic" missing
@@ -289,3 +290,32 @@ def test_mmsu_and_mmau_pro_parquet_with_embedded_audio(tmp_path):
             (8000,) if name == "mmsu" else (4000,)
         )  # 0.5 s; 0.25 s resampled 22.05 -> 16 kHz
     assert item.group == "closed" and item.choices == ["violin", "piano"]
+
+
+@needs_files
+def test_export_official_files_have_the_keys_the_scripts_read(tmp_path):
+    from mapo.eval.official import export_official
+
+    mmau = load_benchmark("mmau", str(BENCH / "mmau-test-mini.json"), check_audio=False, limit=40)
+    mmar = load_benchmark("mmar", str(BENCH / "MMAR-meta.jsonl"), check_audio=False, limit=40)
+    items = mmau + mmar
+    # every third output hedges with the first wrong option; every fifth has no final answer
+    outs = []
+    for i, it in enumerate(items):
+        wrong = next(c for c in it.choices if c != it.answer)
+        outs.append(
+            "<think>" if i % 5 == 0 else A.format(f"{it.answer} or {wrong}" if i % 3 == 0 else it.answer)
+        )
+    summary, preds = _score(items, outs, scorer="official")
+    paths = export_official(preds, str(tmp_path / "official"))
+    keys = {
+        "mmau": {"id", "answer", "choices", "task", "difficulty", "sub-category", "model_prediction"},
+        "mmar": {"id", "answer", "choices", "modality", "category", "sub-category", "model_prediction"},
+    }
+    for bench, path in paths.items():
+        rows = json.loads(Path(path).read_text())
+        assert len(rows) == 40 and all(keys[bench] <= set(r) for r in rows)
+        # the official rule applied to the exported file alone gives our official overall
+        acc = sum(string_match(r["answer"], r["model_prediction"], r["choices"]) for r in rows) / len(rows)
+        assert acc == pytest.approx(summary[bench]["overall"]["accuracy"])
+    assert set(paths) == {"mmau", "mmar"}

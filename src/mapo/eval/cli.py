@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--label", default=None, help="row label in the printed tables (default: the model path)"
     )
+    out.add_argument(
+        "--export-official",
+        metavar="DIR",
+        default=None,
+        help="also write each benchmark's official input file (MMAU, MMAR: records + model_prediction) into DIR",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     out.add_argument(
         "--resume",
@@ -211,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         long_audio=long_audio.as_dict() if long_audio is not None else None,
         predictions=os.path.abspath(pred_path),
     )
+    if args.export_official:
+        from mapo.eval.official import export_official
+
+        for bench, path in export_official(preds, args.export_official).items():
+            print(f"official input file ({bench}): {path}")
     print_summary(summary, label)
     unscored = sum(1 for p in preds if p.score is None)
     print(

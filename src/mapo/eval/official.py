@@ -29,7 +29,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["OFFICIAL_RULES", "mmsu_first_letter", "official_open_score", "string_match"]
+__all__ = [
+    "EXPORTS",
+    "OFFICIAL_RULES",
+    "export_official",
+    "mmsu_first_letter",
+    "official_open_score",
+    "string_match",
+]
 
 #: benchmark -> the rule name reported in results.json.
 OFFICIAL_RULES: dict[str, str] = {
@@ -81,3 +88,46 @@ def official_open_score(judge: dict[str, Any] | None) -> float | None:
     if overall is None or float(overall) == 3.0:
         overall = sum(criteria) / len(criteria)
     return float(overall) / 5.0
+
+
+#: benchmark -> (file name, the prediction key its official script reads).
+EXPORTS: dict[str, tuple[str, str]] = {
+    "mmau": ("mmau-test-mini_predictions.json", "model_prediction"),
+    "mmar": ("MMAR-meta_predictions.json", "model_prediction"),
+}
+
+
+def export_official(predictions: Sequence[Any], out_dir: str) -> dict[str, str]:
+    """Write each benchmark's official input file (MMAU, MMAR): a JSON list of the benchmark's records with the
+    keys its script reads and the final answer under ``model_prediction`` (MMAU's README: "the original MMAU
+    benchmark file with an additional key named 'model_prediction'"). Returns ``{benchmark: path}``.
+
+    A prediction without a final answer is written with an empty ``model_prediction`` (the script counts it
+    wrong); MMSU and MMAU-Pro are not exported (see ``docs/eval.md``).
+    """
+    import json
+    import os
+
+    os.makedirs(out_dir, exist_ok=True)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for pred in predictions:
+        if pred.benchmark not in EXPORTS:
+            continue
+        meta = dict(pred.meta or {})
+        row: dict[str, Any] = {"id": pred.id, "question": pred.question, "choices": pred.choices}
+        row["answer"] = pred.answer
+        row.update({k: v for k, v in meta.items() if k not in ("kwargs", "task_identifier")})
+        row[EXPORTS[pred.benchmark][1]] = pred.extracted or ""
+        rows.setdefault(pred.benchmark, []).append(row)
+    written = {}
+    for bench, items in rows.items():
+        path = os.path.join(out_dir, EXPORTS[bench][0])
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(items, fh, indent=2, ensure_ascii=False)
+        written[bench] = path
+    skipped = sorted({p.benchmark for p in predictions if p.benchmark not in EXPORTS})
+    if skipped:
+        import logging
+
+        logging.getLogger(__name__).warning("--export-official: no official input format for %s", skipped)
+    return written

@@ -60,6 +60,8 @@ class GenerationSettings:
     instruction: str | None = DEFAULT_INSTRUCTION
     open_instruction: str | None = OPEN_INSTRUCTION
     system_prompt: str | None = None
+    #: reads the items' audio with the long-audio policy (:func:`clip_reader`); ``None``: no length limit.
+    clip_reader: ClipReader | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -170,7 +172,9 @@ def encode_prompts(
 ) -> PromptBatch:
     """Build and encode the prompts of ``items`` (``clips`` overrides the audio read from the items' paths)."""
     items = list(items)
-    clips = [list(c) for c in clips] if clips is not None else [load_clips(processor, it) for it in items]
+    if clips is None:
+        clips = [load_clips(processor, it, settings.clip_reader) for it in items]
+    clips = [list(c) for c in clips]
     texts = [
         processor.apply_chat_template(
             build_messages(it, c, settings), add_generation_prompt=True, tokenize=False
@@ -247,7 +251,11 @@ def generate_predictions(
     from tqdm.auto import tqdm
 
     settings = settings or GenerationSettings()
-    reader = reader or ClipReader(sampling_rate=int(processor.feature_extractor.sampling_rate))
+    reader = (
+        reader
+        or settings.clip_reader
+        or ClipReader(sampling_rate=int(processor.feature_extractor.sampling_rate))
+    )
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     todo = [it for it in items if store is None or not store.is_done(it.benchmark, it.id)]
