@@ -6,10 +6,10 @@ token (design.md §2: completion token t is predicted by row P-1+t):
 * ``mass_max`` / ``mass_mean``: the audio attention mass a_t with max-head / mean-head reduction, averaged over
   the target layers, from :func:`mapo.probe.audio_attention` (the exact numbers the training loss uses);
 * ``entropy``: H(π_θ(·|y_<t, x)) and ``text_entropy``: H(π_text-ref(·|y_<t, x_text)), fp32, at ``temperature``,
-  from :func:`mapo.token_stats.completion_logps_and_entropies`; x_text is :func:`mapo.modality.text_only_prompt`;
+  from :func:`mapo.modality.completion_logps_and_entropies`; x_text is :func:`mapo.modality.text_only_prompt`;
 * ``delta_h`` = text_entropy − entropy (Δh_t of §3.3);
 * optionally ``key_attention``: the attention of each completion token to each audio key
-  (:func:`mapo.diagnostics.key_attention.audio_key_attention`), for evidence masking.
+  (:func:`mapo.probe.audio_key_attention`), for evidence masking.
 
 Attention is causal, so these are the values the model had while generating (up to left-padding position ids:
 :func:`split_rows` re-scores one unpadded row at a time).
@@ -23,16 +23,15 @@ from typing import Any
 
 import torch
 
-from mapo.diagnostics.key_attention import audio_key_attention
 from mapo.modality import (
     audio_key_mask,
+    completion_logps_and_entropies,
     completion_query_mask,
     concat_prompt_completion,
     resolve_modality,
     text_only_prompt,
 )
-from mapo.probe import audio_attention
-from mapo.token_stats import completion_logps_and_entropies
+from mapo.probe import audio_attention, audio_key_attention
 
 __all__ = ["TokenSignals", "completion_key_attention", "split_rows", "teacher_forced_signals"]
 
@@ -91,7 +90,7 @@ def teacher_forced_signals(
     reference_model: Any = None,
     key_attention: bool = False,
     key_head_reduce: str = "mean",
-    text_mode: str = "drop",
+    text_only_mode: str = "drop",
 ) -> TokenSignals:
     """Re-score ``completion_ids`` after ``prompt_inputs`` (the processor's outputs for the prompt).
 
@@ -105,14 +104,15 @@ def teacher_forced_signals(
         reference_model: the text-only reference π_text-ref (default: ``model`` itself, i.e. the frozen base when
             diagnosing a base model; pass the base model when diagnosing a fine-tuned one).
         key_attention: also compute the per-audio-key attention map (an extra forward).
-        text_mode: "drop" (design §4) or "keep_placeholders" (the public reference's variant).
+        text_only_mode: "drop" (the paper's x_text) or "keep_placeholders" (the public reference's variant); see
+            :func:`mapo.modality.text_only_prompt`.
     """
     lay = _layout(model, prompt_inputs, completion_ids, completion_mask, spec, tokenizer)
     spec, audio_kwargs, cat, keys, queries = lay.spec, lay.audio_kwargs, lay.cat, lay.keys, lay.queries
     prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
     c = completion_ids.shape[1]
     mask = completion_mask.float()
-    with audio_attention(model, keys, queries, target_layers) as cap:
+    with audio_attention(model, keys, queries, target_layers, spec=spec) as cap:
         _, entropy = completion_logps_and_entropies(
             model, cat.input_ids, cat.attention_mask, c, temperature=temperature, **audio_kwargs
         )
@@ -120,7 +120,7 @@ def teacher_forced_signals(
     mass_mean = cap.reduced("mean", "mean")[:, cat.query_rows] * mask
 
     text_ids, text_mask = text_only_prompt(
-        prompt_ids, prompt_mask, spec, _pad_id(model, tokenizer), mode=text_mode
+        prompt_ids, prompt_mask, spec, _pad_id(model, tokenizer), text_only_mode=text_only_mode
     )
     text_cat = concat_prompt_completion(text_ids, text_mask, completion_ids, completion_mask)
     reference = reference_model if reference_model is not None else model
@@ -206,7 +206,7 @@ def _key_attention(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cat = lay.cat
     with audio_key_attention(
-        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce
+        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce, spec=lay.spec
     ) as kcap:
         model(
             input_ids=cat.input_ids,
