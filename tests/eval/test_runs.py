@@ -127,3 +127,14 @@ def test_json_written_is_always_valid(tmp_path):
     write_json({"accuracy": float("nan"), "rows": [1.0, float("inf")]}, str(tmp_path / "r.json"))
     text = (tmp_path / "r.json").read_text()
     assert "NaN" not in text and json.loads(text) == {"accuracy": None, "rows": [1.0, None]}
+
+
+@pytest.mark.slow
+def test_ablate_audio_silence_writes_the_reliance_report(tiny_run, capsys):
+    root, rows, argv = tiny_run
+    out = root / "ablate"
+    assert _main([*argv, "--limit", "2", "--ablate-audio", "silence", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert report["ablate_audio"] == "silence" and report["report"]["mmau"]["overall"]["n"] == 2
+    assert len(read_predictions(str(out / "ablate-silence" / "predictions.jsonl"))) == 2
+    assert "audio reliance (--ablate-audio silence)" in capsys.readouterr().out

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--judge-max-tokens", type=int, default=512)
     sc.add_argument("--rejudge", action="store_true", help="ask the judge again for already graded items")
     gen.add_argument(
+        "--ablate-audio",
+        choices=("silence", "noise", "drop"),
+        default=None,
+        help="also generate with the audio replaced (silence / noise of the clip's RMS / no audio part) and report "
+        "per category the accuracy with and without it (ablation.json)",
+    )
+    gen.add_argument(
         "--long-audio",
         choices=("error", "truncate", "chunk"),
         default="truncate",
@@ -168,15 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     pred_path = os.path.join(args.output_dir, PREDICTIONS)
     long_audio = None
     if args.predictions:
-        if args.benchmark or args.model:
+        if args.benchmark or args.model or args.ablate_audio:
             parser.error(
-                "--predictions re-scores saved predictions; do not combine it with --benchmark/--model"
+                "--predictions re-scores saved predictions; do not combine it with --benchmark/--model/"
+                "--ablate-audio"
             )
         same = any(os.path.abspath(p) == os.path.abspath(pred_path) for p in args.predictions)
         if os.path.exists(pred_path) and not same and not args.overwrite:
             parser.error(f"{pred_path} exists; choose another --output-dir or pass --overwrite to replace it")
         preds = [p for path in args.predictions for p in read_predictions(path)]
         label = args.label or os.path.basename(args.predictions[0])
+        items = model = processor = settings = None
     else:
         if not args.model:
             parser.error("--model is required to generate (or pass --predictions FILE to re-score)")
@@ -232,7 +241,40 @@ def main(argv: list[str] | None = None) -> int:
     if long_audio is not None:
         print(long_audio.summary())
     print(f"predictions: {pred_path}\nresults:     {os.path.join(args.output_dir, 'results.json')}")
+    if args.ablate_audio:
+        _ablation(args, items, model, processor, settings, preds)
     return 0
+
+
+def _ablation(args: argparse.Namespace, items, model, processor, settings, preds) -> None:
+    """Generate again with the audio replaced, into ``OUTPUT/ablate-MODE/``; write and print the report."""
+    from mapo.eval.ablation import ablate_clips, ablation_report, print_ablation
+    from mapo.eval.runner import clip_reader, generate_predictions, write_predictions
+    from mapo.eval.scoring import score_predictions
+    from mapo.eval.store import PREDICTIONS, PredictionStore, write_json
+
+    mode = args.ablate_audio
+    sub = os.path.join(args.output_dir, f"ablate-{mode}")
+    store = PredictionStore(
+        sub, {**_run_record(args), "ablate_audio": mode}, resume=args.resume, overwrite=args.overwrite
+    )
+    ablated = generate_predictions(
+        model,
+        processor,
+        items,
+        settings,
+        progress=not args.quiet,
+        reader=clip_reader(model, processor, args.long_audio),
+        store=store,
+        transform_clips=ablate_clips(mode, args.seed),
+    )
+    ablated = score_predictions(ablated, None, answer_match=args.answer_match, scorer=args.scorer)
+    write_predictions(ablated, os.path.join(sub, PREDICTIONS))
+    report = ablation_report(preds, ablated)
+    path = os.path.join(args.output_dir, "ablation.json")
+    write_json({"ablate_audio": mode, "scorer": args.scorer, "report": report}, path, indent=2)
+    print_ablation(report, mode)
+    print(f"ablation:    {path}")
 
 
 def _reasons(preds: list) -> str:

@@ -76,6 +76,10 @@ def build_messages(
         text = format_question(item.question, item.choices, settings.instruction)
     else:
         text = f"{item.question}\n{settings.open_instruction}" if settings.open_instruction else item.question
+    if not clips:  # the audio ablation "drop": a text-only prompt
+        messages = audio_prompt(np.zeros(1, np.float32), text, settings.system_prompt)
+        messages[-1]["content"] = [messages[-1]["content"][-1]]
+        return messages
     if len(clips) == 1:
         return audio_prompt(clips[0], text, settings.system_prompt)
     # Several clips (a few MMAU-Pro items): one audio part per clip, in order, before the text.
@@ -184,9 +188,10 @@ def encode_prompts(
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
+        audio = [a for c in clips for a in c]
         inputs = processor(
             text=texts,
-            audio=[a for c in clips for a in c],
+            audio=audio or None,
             sampling_rate=int(processor.feature_extractor.sampling_rate),
             return_tensors="pt",
             padding=True,
