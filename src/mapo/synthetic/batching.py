@@ -3,7 +3,7 @@
 Prompts are encoded once per distinct question with the real processor (chat template + placeholder expansion)
 and features come from the processor's own ``WhisperFeatureExtractor`` with the processor's padding, so a batch
 built here equals ``processor.apply_chat_template(prompt_of(row), tokenize=True, ...)`` token for token
-(``tests/test_synthetic.py`` checks it). The text-only prompt drops the ``<|audio_bos|> <|AUDIO|>… <|audio_eos|>``
+(``tests/synthetic/test_synthetic.py`` checks it). The text-only prompt drops the ``<|audio_bos|> <|AUDIO|>… <|audio_eos|>``
 run from the ids with :func:`mapo.modality.text_only_prompt`, exactly what the MAPO text-only reference sees
 (``docs/design.md`` §4).
 """
