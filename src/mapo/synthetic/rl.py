@@ -4,7 +4,7 @@ Every arm starts from the same warmed-up model, sees the same prompts (``task.rl
 order with the same seed, and gets the same rewards, the paper's eq. 6 with λ = 2/1/1: answer accuracy, format
 and the offline consistency reward (``mapo.synthetic.rewards``: complete chain, answer = its last note; the role of
 the LLM judge). Supervised chains are never used: they cure any model trivially
-(``research/synthetic-feasibility.md``).
+(``docs/synthetic.md``, notes for the RL demo).
 
 The recipe (``docs/synthetic.md``, "RL on the collapsed model", has the diagnosis and every design tried, all on
 seeds ≥ 100): lr 2e-4 constant and β = 0.04 (k3 KL to the warmed-up model) for every arm. Without the KL anchor
