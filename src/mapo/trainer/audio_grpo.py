@@ -12,7 +12,9 @@ Override points (all exist in TRL 1.16 with these parameters; ``tests/trainer/te
   so they survive TRL's shuffle/split into micro-batches.
 * ``_compute_loss``: make the micro-batch's audio visible to the training forward.
 * ``_get_per_token_logps_and_entropies``: when audio is visible, pass it (row-sliced per chunk) to the model.
-* ``_calculate_rewards``: keep this process's per-function rewards (``self._local_rewards_per_func``).
+* ``_calculate_rewards``: keep this process's per-function rewards (``self._local_rewards_per_func``); log
+  ``rewards/<name>/nan_frac`` and apply ``reward_nan_policy`` to missing rewards (:mod:`mapo.rewards.missing`).
+* ``train``: ``resume_from_checkpoint="latest"`` skips incomplete checkpoints (:mod:`mapo.trainer.checkpoints`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
 from ..modality import ModalitySpec, resolve_modality
+from .checkpoints import checkpoint_step, resolve_resume
+from .missing_rewards import handle_missing_rewards
 from .model_loading import load_policy_model
 
 logger = logging.getLogger(__name__)
@@ -322,6 +326,14 @@ class AudioGRPOTrainer(GRPOTrainer):
             torch.stack(aux).mean() if compute_aux_loss else None,
         )
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` / ``"latest"`` takes the newest *complete* checkpoint
+        (:func:`mapo.trainer.checkpoints.latest_checkpoint` skips half-written ones with a warning)."""
+        resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        if resume is not None:
+            logger.info("resuming from %s (step %d)", resume, checkpoint_step(resume))
+        return super().train(resume, *args, **kwargs)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume the weights through ``from_pretrained``.
 
@@ -344,8 +356,10 @@ class AudioGRPOTrainer(GRPOTrainer):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         n = len(prompts)
         start = self.accelerator.process_index * n
+        # raw values (NaN = missing): MAPO's failure gate counts a missing accuracy as failed
         self._local_rewards_per_func = rewards_per_func[start : start + n].detach().clone()
-        return rewards_per_func
+        mode = "train" if self.model.training else "eval"
+        return handle_missing_rewards(self, rewards_per_func, mode)  # instead of TRL's implicit 0 (nansum)
 
 
 _PENDING = object()

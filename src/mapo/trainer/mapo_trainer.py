@@ -32,6 +32,7 @@ from ..pos_gate import pos_gate_batch
 from ..probe import audio_attention, enable_probe_attention
 from .audio_grpo import AudioGRPOTrainer, _is_peft
 from .config import MAPOConfig
+from .config_checks import preflight_mapo
 from .model_loading import load_policy_model
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class MAPOTrainer(AudioGRPOTrainer):
     ):
         if not isinstance(args, MAPOConfig):
             raise TypeError(f"args must be a MAPOConfig, got {type(args).__name__}")
+        preflight_mapo(
+            args, model
+        )  # tagger data, target layers vs depth: before a path is loaded or rollouts run
         self._own_text_ref = None
         self._loss_inputs = None
         super().__init__(model, reward_funcs, args, train_dataset, *a, **kw)

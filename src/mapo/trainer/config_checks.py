@@ -1,0 +1,106 @@
+"""Set-up checks that must fail in seconds, before a model loads: reporting backends, the POS tagger's data, the
+attention-branch layers against the model's depth.
+
+Each raises ``ValueError`` (or the tagger's ``NltkDataMissingError``) whose message names the setting and the fix.
+``MAPOConfig.__post_init__`` runs the ones that need no model; ``MAPOTrainer.__init__`` and ``mapo train`` (before
+loading the weights, from the model's ``config.json``) run the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: report_to backend -> (transformers availability check, install command).
+REPORTING_BACKENDS: dict[str, tuple[str, str]] = {
+    "tensorboard": (
+        "is_tensorboard_available",
+        "pip install 'mapo-rl[tensorboard]'  (or: pip install tensorboard)",
+    ),
+    "wandb": ("is_wandb_available", "pip install wandb"),
+    "trackio": ("is_trackio_available", "pip install trackio"),
+    "mlflow": ("is_mlflow_available", "pip install mlflow"),
+    "comet_ml": ("is_comet_available", "pip install comet_ml"),
+    "clearml": ("is_clearml_available", "pip install clearml"),
+    "neptune": ("is_neptune_available", "pip install neptune"),
+    "codecarbon": ("is_codecarbon_available", "pip install codecarbon"),
+    "azure_ml": ("is_azureml_available", "pip install azureml-core"),
+    "dagshub": ("is_dagshub_available", "pip install dagshub mlflow"),
+    "flyte": ("is_flytekit_available", "pip install flytekit flytekitplugins-deck-standard"),
+    "dvclive": ("is_dvclive_available", "pip install dvclive"),
+    "swanlab": ("is_swanlab_available", "pip install swanlab"),
+    "kubeflow": ("is_kubeflow_available", "pip install kubeflow"),
+}
+
+
+def check_report_to(report_to: Sequence[str] | None) -> None:
+    """Every ``report_to`` backend is known and importable (transformers would say "update your PyTorch" for a
+    missing tensorboard, and only when the trainer is built)."""
+    from transformers.integrations import integration_utils
+
+    for name in report_to or ():
+        if name not in REPORTING_BACKENDS:
+            raise ValueError(
+                f"report_to: unknown backend {name!r}; use some of {sorted(REPORTING_BACKENDS)}, 'all' or 'none'"
+            )
+        checker, install = REPORTING_BACKENDS[name]
+        if not getattr(integration_utils, checker)():
+            raise ValueError(
+                f"report_to includes {name!r} but {name} is not installed. Install it with:\n    {install}\n"
+                f"or remove {name!r} from report_to (report_to: none logs to the console only)."
+            )
+
+
+def check_pos_tagger(pos_tagger: str, attention_branch_on: bool) -> None:
+    """The POS tagger exists and has its data (the attention branch tags every completion; appendix E)."""
+    from ..pos_gate import resolve_tagger
+
+    if not isinstance(pos_tagger, str) or pos_tagger not in ("nltk", "lexicon"):
+        raise ValueError(
+            f"pos_tagger={pos_tagger!r}: use 'nltk' (the paper's tagger; needs its data) or 'lexicon' (built in)"
+        )
+    if attention_branch_on:
+        resolve_tagger(pos_tagger)  # NltkDataMissingError with the download command
+
+
+def model_depth(config) -> int:
+    """Decoder layers of the language model under ``config`` (an audio LM, an Omni thinker or a full Omni)."""
+    for attr in ("thinker_config",):  # full Omni checkpoints: the thinker is what MAPO trains
+        if getattr(config, attr, None) is not None:
+            config = getattr(config, attr)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(text, "num_hidden_layers", None)
+    if not isinstance(depth, int):
+        raise ValueError(f"cannot read the decoder depth (num_hidden_layers) from {type(config).__name__}")
+    return depth
+
+
+def check_attention_layers(attention_layers: Sequence[int] | None, depth: int) -> None:
+    """``attention_layers`` (L_tgt, eq. 3) are distinct indices inside the model's ``depth`` decoder layers."""
+    if attention_layers is None:
+        return
+    bad = [i for i in attention_layers if not 0 <= int(i) < depth]
+    if bad or len(set(attention_layers)) != len(attention_layers):
+        raise ValueError(
+            f"attention_layers={list(attention_layers)}: the model has {depth} decoder layers, so the indices must "
+            f"be distinct and in 0..{depth - 1} (paper: the last five, {list(range(max(depth - 5, 0), depth))}); "
+            "or leave attention_layers unset for the last five"
+        )
+
+
+def preflight_mapo(args, model) -> None:
+    """The MAPOConfig checks that need the model: tagger data and ``attention_layers`` against its depth.
+
+    ``model`` is a loaded model (its ``config`` is read) or a path (only its ``config.json`` is read).
+    """
+    check_pos_tagger(args.pos_tagger, args.attention_branch_on)
+    if args.attention_branch_on and args.attention_layers is not None:
+        if isinstance(model, str):
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(
+                model, trust_remote_code=getattr(args, "trust_remote_code", False)
+            )
+        else:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            config = base.config
+        check_attention_layers(args.attention_layers, model_depth(config))
