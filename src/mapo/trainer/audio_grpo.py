@@ -14,6 +14,7 @@ Override points (all exist in TRL 1.16 with these parameters; ``tests/trainer/te
 * ``_get_per_token_logps_and_entropies``: when audio is visible, pass it (row-sliced per chunk) to the model.
 * ``_calculate_rewards``: keep this process's per-function rewards (``self._local_rewards_per_func``); log
   ``rewards/<name>/nan_frac`` and apply ``reward_nan_policy`` to missing rewards (:mod:`mapo.rewards.missing`).
+* the audio canary (:mod:`mapo.trainer.audio_canary`) runs at the first training generation batch.
 * ``train``: ``resume_from_checkpoint="latest"`` skips incomplete checkpoints (:mod:`mapo.trainer.checkpoints`).
 """
 
@@ -35,6 +36,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
 from ..modality import ModalitySpec, resolve_modality
+from .audio_canary import AudioCanary
 from .checkpoints import checkpoint_step, resolve_resume
 from .missing_rewards import handle_missing_rewards
 from .model_loading import load_policy_model
@@ -104,6 +106,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._pending_audio: dict[str, torch.Tensor] | None = None
         self._visible_audio: dict[str, torch.Tensor] | None = None
         self._local_rewards_per_func: torch.Tensor | None = None
+        self._audio_canary = AudioCanary.from_args(args)
         peft_config = kw.get("peft_config")
         # TRL reloads its KL reference from `config._name_or_path` with `config.architectures[0]`: that fails for an
         # in-memory model and loads the wrong class for an Omni thinker. Build it here instead (same memory).
@@ -248,6 +251,10 @@ class AudioGRPOTrainer(GRPOTrainer):
         for key, value in self._pending_audio.items():
             output[key] = value.to(device)
         self._pending_audio = None
+        if (
+            self._audio_canary is not None
+        ):  # once, at the first training batch: does the audio reach the decoder?
+            self._audio_canary(self, inputs, output, AUDIO_FEATURE_KEYS)
         return output
 
     @contextlib.contextmanager
