@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from collections.abc import Callable
 
 USAGE = """usage: mapo <command> [options]
 
@@ -19,14 +22,71 @@ and exits with code 2).
 """
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# How the command talks: logging set up once; a user error (a problem the user fixes in their data, config or
+# command line; the message says how) is one ``error:`` line and exit code 2, since a traceback only hides the
+# message. ``--debug`` re-raises with the traceback. Anything else (a bug) keeps its traceback.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Exception types treated as user errors (``NltkDataMissingError`` is a ``LookupError``; data and config checks
+#: raise ``ValueError`` subclasses).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    LookupError,
+)
+
+EXIT_USER_ERROR = 2
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(debug: bool = False) -> None:
+    """INFO for ``mapo.*`` on the main process (WARNING on the others), WARNING for third-party libraries.
+
+    Leaves logging alone when the application configured it already (a handler on the root logger).
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT, datefmt="%H:%M:%S")
+    main_process = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
+    logging.getLogger("mapo").setLevel(
+        logging.DEBUG if debug else logging.INFO if main_process else logging.WARNING
+    )
+
+
+def format_user_error(err: BaseException) -> str:
+    """``error: <message>`` (the message's own lines kept, e.g. an install command), plus the ``--debug`` hint."""
+    message = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError | LookupError) and message.startswith("'") and message.endswith("'"):
+        message = message[1:-1]
+    return f"error: {message}\n(run again with --debug for the traceback)"
+
+
+def run_command(func: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Run ``func(argv)`` (``--debug`` removed from ``argv``) and turn user errors into exit code 2."""
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    configure_logging(debug)
+    try:
+        code = func(argv)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(format_user_error(err), file=sys.stderr)
+        return EXIT_USER_ERROR
+    return int(code or 0)
+
+
 def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from .train_cli import run
+        from .trainer.cli import run
 
         run(rest)
     elif command == "check-data":
-        from .data.check_cli import main as check_data_main
+        from .trainer.check_data import main as check_data_main
 
         return check_data_main(rest)
     elif command == "demo":
@@ -42,7 +102,7 @@ def _dispatch(argv: list[str]) -> int:
 
         return diagnose_main(rest)
     elif command == "example":
-        from .worked_example import main as example_main
+        from .objective.worked_example import main as example_main
 
         example_main(rest)
     else:
@@ -57,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    from .console import run_command
-
     return run_command(_dispatch, argv)
 
 

@@ -101,15 +101,15 @@ class TrainScriptArguments:
 def parse(argv: list[str] | None = None):
     from trl import ModelConfig, TrlParser
 
-    from .trainer import MAPOConfig
+    from . import MAPOConfig
 
     parser = TrlParser((TrainScriptArguments, MAPOConfig, ModelConfig), prog="mapo train")
     return parser.parse_args_and_config(args=argv)
 
 
 def build_rewards(script: TrainScriptArguments, weights: list[float] | None):
-    from . import rewards as R
-    from .trainer.preflight import judge_client
+    from .. import rewards as R
+    from .preflight import judge_client
 
     return R.build_rewards(names=tuple(script.rewards), weights=weights, judge=judge_client(script))
 
@@ -118,8 +118,8 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of ``mapo train``."""
     argv = list(argv or [])
     if "--help-mapo" in argv or "-h" in argv or "--help" in argv:
-        from .trainer import MAPOConfig
-        from .trainer.cli_help import mapo_help
+        from . import MAPOConfig
+        from .cli_help import mapo_help
 
         print(mapo_help(TrainScriptArguments, MAPOConfig))
         if "--help-mapo" in argv:
@@ -128,11 +128,11 @@ def run(argv: list[str] | None = None) -> None:
     import transformers
     from trl import get_peft_config
 
-    from .data import AudioPromptTransform
-    from .trainer import AudioGRPOTrainer, MAPOTrainer
-    from .trainer.model_loading import load_policy_model
-    from .trainer.preflight import load_training_data, preflight
-    from .trainer.progress import training_summary, use_compact_progress
+    from ..data import AudioPromptTransform
+    from ..modality import load_policy_model
+    from . import AudioGRPOTrainer, MAPOTrainer
+    from .preflight import load_training_data, preflight
+    from .progress import training_summary, use_compact_progress
 
     script, args, model_args = parse(argv)
     # Everything that can be wrong in the config or the data is checked before the model loads.

@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _checks(args):
-    from .clips import MIN_AUDIO_SECONDS
-    from .validate import RowChecks
+    from ..data.clips import MIN_AUDIO_SECONDS
+    from ..data.validate import RowChecks
 
     if args.model is None:
         return RowChecks(
@@ -61,7 +61,7 @@ def _checks(args):
 
     from transformers import AutoProcessor
 
-    from ..trainer.preflight import row_checks
+    from .preflight import row_checks
 
     processor = AutoProcessor.from_pretrained(args.model)
     checks = row_checks(
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(files, checks):
     """The report of :func:`mapo.data.qa.read_checked` without raising (a file with no usable row included)."""
-    from .qa import read_jsonl
-    from .validate import DataReport, check_rows
+    from ..data.qa import read_jsonl
+    from ..data.validate import DataReport, check_rows
 
     report = DataReport(checks=checks)
     for path in files:
