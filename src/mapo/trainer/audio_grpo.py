@@ -38,6 +38,7 @@ from ..data import AudioPromptTransform, count_audio_parts
 from ..modality import ModalitySpec, load_policy_model, resolve_modality
 from .audio_canary import AudioCanary
 from .checkpoints import checkpoint_step, resolve_resume
+from .config_checks import check_reward_funcs
 from .missing_rewards import handle_missing_rewards
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class AudioGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 "args: pass a GRPOConfig (or MAPOConfig); the audio trainers have no implicit config"
             )
+        check_reward_funcs(reward_funcs)  # before a path is loaded: an unconfigured judge is a set-up error
         if isinstance(model, str):
             model = load_policy_model(model, args)
         if not isinstance(model, PreTrainedModel) and not hasattr(model, "peft_config"):

@@ -104,3 +104,17 @@ def preflight_mapo(args, model) -> None:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             config = base.config
         check_attention_layers(args.attention_layers, model_depth(config))
+
+
+def check_reward_funcs(reward_funcs) -> None:
+    """A consistency judge among the rewards has somewhere to send its requests (URL given or in the environment);
+    otherwise the first reward call would fail after the first rollouts."""
+    funcs = reward_funcs if isinstance(reward_funcs, list | tuple) else [reward_funcs]
+    for func in funcs:
+        if getattr(func, "is_configured", True) is False:
+            name = getattr(func, "__name__", type(func).__name__)
+            raise ValueError(
+                f"reward {name!r} needs an LLM judge but none is configured: pass ConsistencyJudge(JudgeClient("
+                "base_url=..., model=...)), set MAPO_JUDGE_BASE_URL (and MAPO_JUDGE_MODEL), or with `mapo train` "
+                "set judge_base_url / judge_model in the YAML config; or leave the consistency reward out"
+            )
