@@ -10,14 +10,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 import nltk
+import pytest
 from transformers.integrations import integration_utils
 
 import mapo.modality
-from mapo.pos_gate import taggers
 from mapo.cli import main as mapo_main
+from mapo.pos_gate import taggers
 from mapo.trainer.cli import build_rewards, parse
 from mapo.trainer.progress import compact
 

@@ -12,7 +12,6 @@ from mapo.trainer import MAPOTrainer
 
 from .conftest import audio_rows, parity_reward, repeat_rows, tiny_config
 
-
 SEEN: list[list] = []
 
 
