@@ -104,6 +104,9 @@ def _items(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # torch / transformers only after the arguments parsed: `mapo eval --help` answers at once
     from mapo.eval.report import print_summary, write_results
     from mapo.eval.runner import (
         GenerationSettings,
@@ -114,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     from mapo.eval.scoring import score_predictions, summarize
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.predictions:
         if args.benchmark or args.model:
