@@ -188,7 +188,7 @@ def check_output_dir(output_dir: str, *, resuming: bool, overwrite: bool) -> Non
         import shutil
 
         for path in list_checkpoints(output_dir):
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)  # every process of a multi-GPU launch runs this
         logger.warning(
             "overwrite_output_dir: removed the previous run's checkpoints from %s (%d folder(s))",
             output_dir,

@@ -54,6 +54,8 @@ def check_pos_tagger(pos_tagger: str, attention_branch_on: bool) -> None:
     """The POS tagger exists and has its data (the attention branch tags every completion; appendix E)."""
     from ..pos_gate import resolve_tagger
 
+    if callable(pos_tagger):  # Python users may pass their own tagger (mapo.pos_gate.resolve_tagger)
+        return
     if not isinstance(pos_tagger, str) or pos_tagger not in ("nltk", "lexicon"):
         raise ValueError(
             f"pos_tagger={pos_tagger!r}: use 'nltk' (the paper's tagger; needs its data) or 'lexicon' (built in)"
