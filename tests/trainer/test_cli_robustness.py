@@ -66,10 +66,7 @@ def _train(tmp_path, model_dir, *extra, **yaml_fields):
         ({"pos_tagger": "nltkk"}, "error: pos_tagger='nltkk': use 'nltk'"),
         ({"report_to": ["tensorboard"]}, "pip install 'mapo-rl[tensorboard]'"),
         ({"pos_tagger": "nltk"}, "python -m nltk.downloader averaged_perceptron_tagger_eng"),
-        (
-            {"attention_layers": [0, 7]},
-            "the model has 2 decoder layers, so the indices must be distinct and in 0..1",
-        ),
+        ({"target_layers": [0, 7]}, "target_layers must be distinct layer indices in [0, 2)"),
         (
             {"rewards": ["accuracy", "format", "consistency"]},
             "Set judge_base_url (and judge_model) in the YAML",

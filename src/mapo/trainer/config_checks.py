@@ -1,5 +1,5 @@
 """Set-up checks that must fail in seconds, before a model loads: reporting backends, the POS tagger's data, the
-attention-branch layers against the model's depth.
+decoder depth of a model config, an unconfigured judge.
 
 Each raises ``ValueError`` (or the tagger's ``NltkDataMissingError``) whose message names the setting and the fix.
 ``MAPOConfig.__post_init__`` runs the ones that need no model; ``MAPOTrainer.__init__`` and ``mapo train`` (before
@@ -76,36 +76,11 @@ def model_depth(config) -> int:
     return depth
 
 
-def check_attention_layers(attention_layers: Sequence[int] | None, depth: int) -> None:
-    """``attention_layers`` (L_tgt, eq. 3) are distinct indices inside the model's ``depth`` decoder layers."""
-    if attention_layers is None:
-        return
-    bad = [i for i in attention_layers if not 0 <= int(i) < depth]
-    if bad or len(set(attention_layers)) != len(attention_layers):
-        raise ValueError(
-            f"attention_layers={list(attention_layers)}: the model has {depth} decoder layers, so the indices must "
-            f"be distinct and in 0..{depth - 1} (paper: the last five, {list(range(max(depth - 5, 0), depth))}); "
-            "or leave attention_layers unset for the last five"
-        )
-
-
-def preflight_mapo(args, model) -> None:
-    """The MAPOConfig checks that need the model: tagger data and ``attention_layers`` against its depth.
-
-    ``model`` is a loaded model (its ``config`` is read) or a path (only its ``config.json`` is read).
-    """
+def preflight_mapo(args) -> None:
+    """The MAPOConfig check that needs more than the config: the POS tagger's data when the attention branch is on
+    (``target_layers`` against the decoder depth is checked by ``MAPOTrainer.__init__`` and, before loading, by
+    ``mapo train``)."""
     check_pos_tagger(args.pos_tagger, args.attention_branch_on)
-    if args.attention_branch_on and args.attention_layers is not None:
-        if isinstance(model, str):
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(
-                model, trust_remote_code=getattr(args, "trust_remote_code", False)
-            )
-        else:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            config = base.config
-        check_attention_layers(args.attention_layers, model_depth(config))
 
 
 def check_reward_funcs(reward_funcs) -> None:

@@ -2,7 +2,7 @@
 
 In order: the required settings (``train_files``, ``model_name_or_path``), the output folder (a new run refuses
 another run's folder; ``latest`` is resolved to a complete checkpoint), the judge when the consistency reward is on
-(YAML keys, then the ``MAPO_JUDGE_*`` environment variables), the POS tagger's data and ``attention_layers``
+(YAML keys, then the ``MAPO_JUDGE_*`` environment variables), the POS tagger's data and ``target_layers``
 against the depth read from the model's ``config.json``. The training rows are checked by
 :func:`mapo.data.validate` once the processor is known (it sets the shortest usable clip).
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..probe import resolve_target_layers
 from ..rewards.judge import ENV_PREFIX, JudgeClient
 from .checkpoints import check_output_dir, resolve_resume
-from .config_checks import check_attention_layers, check_pos_tagger, model_depth
+from .config_checks import check_pos_tagger, model_depth
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def preflight(script: Any, args: Any, model_args: Any) -> str | None:
     check_output_dir(args.output_dir, resuming=resume is not None, overwrite=script.overwrite_output_dir)
     if script.trainer == "mapo":
         check_pos_tagger(args.pos_tagger, args.attention_branch_on)
-        if args.attention_branch_on and args.attention_layers is not None:
+        if args.attention_branch_on and args.target_layers is not None:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(
@@ -71,7 +72,7 @@ def preflight(script: Any, args: Any, model_args: Any) -> str | None:
                 revision=model_args.model_revision,
                 trust_remote_code=getattr(args, "trust_remote_code", False),
             )
-            check_attention_layers(args.attention_layers, model_depth(config))
+            resolve_target_layers(args.target_layers, model_depth(config))
     return resume
 
 
