@@ -72,6 +72,7 @@ def test_canary_logs_the_influence_of_the_audio(qwen2_audio, tmp_path, rows_data
     assert time.perf_counter() - start < 120
 
 
+@pytest.mark.slow
 def test_canary_stops_training_when_the_audio_is_cut_off(qwen2_audio, tmp_path, rows_dataset):
     model, processor = qwen2_audio
     trainer = _trainer(_AudioCutOff, model, processor, tmp_path, rows_dataset, eta=0.0)
