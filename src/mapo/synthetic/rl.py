@@ -3,15 +3,15 @@
 Every arm starts from the same warmed-up model, sees the same prompts (``task.rl``: half trap items) in the same
 order with the same seed, and gets the same outcome-only rewards: answer accuracy and format (paper §4, λ 2/1; no
 consistency judge offline). Supervised chains are never used: they cure any model trivially
-(``research/synthetic-feasibility.md``).
+(``docs/synthetic.md``, notes for the RL demo).
 
 The RL hyper-parameters were chosen on the GRPO baseline, not on MAPO: the largest learning rate at which GRPO
 trains stably (5e-4 broke its template within 80 steps; 2e-4 barely moved it; 3e-4 is used), then applied
 unchanged to every arm. MAPO's own hyper-parameters are the paper's Table 5 values, with one adaptation: the
 attention branch targets the last decoder layer only. The paper targets the last five of 48 layers (the deep
 layers before the output head, ~10 % of the stack); on a 2-layer model "the last five" would be every layer,
-including the first one that must read the chain written so far (see the closing note of issue #6 for the
-all-layers run).
+including the first one that must read the chain written so far (``docs/synthetic.md``, RL designs tried, records
+the all-layers run).
 """
 
 from __future__ import annotations

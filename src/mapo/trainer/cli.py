@@ -118,10 +118,9 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of ``mapo train``."""
     argv = list(argv or [])
     if "--help-mapo" in argv or "-h" in argv or "--help" in argv:
-        from . import MAPOConfig
         from .cli_help import mapo_help
 
-        print(mapo_help(TrainScriptArguments, MAPOConfig))
+        print(mapo_help(TrainScriptArguments))
         if "--help-mapo" in argv:
             return
         print("\nAll settings:\n")

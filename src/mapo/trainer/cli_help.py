@@ -8,11 +8,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-
-def _own_fields(cls) -> list[dataclasses.Field]:
-    """Fields declared (or re-declared with a new default) in ``cls`` itself, not only inherited."""
-    own = set(vars(cls).get("__annotations__", {}))
-    return [f for f in dataclasses.fields(cls) if f.name in own]
+from .config_reference import mapo_fields
 
 
 def _describe(field: dataclasses.Field) -> str:
@@ -29,7 +25,7 @@ def _describe(field: dataclasses.Field) -> str:
     return f"{head}\n{body}" if body.strip() else head
 
 
-def mapo_help(script_cls, config_cls) -> str:
+def mapo_help(script_cls) -> str:
     """The help text of ``mapo train``'s own settings: script arguments, then MAPOConfig's fields."""
     sections = [
         "usage: mapo train --config FILE.yaml [--FIELD VALUE ...]   (command line overrides the YAML)",
@@ -38,7 +34,7 @@ def mapo_help(script_cls, config_cls) -> str:
         *(_describe(f) for f in dataclasses.fields(script_cls)),
         "",
         "MAPO settings (MAPOConfig; paper symbols, Table 5 defaults):",
-        *(_describe(f) for f in _own_fields(config_cls)),
+        *(_describe(f) for f in mapo_fields()),
         "",
         "Every TRL GRPOConfig / transformers TrainingArguments field (output_dir, learning_rate, num_generations, "
         "save_steps, report_to, ...) and TRL ModelConfig field (model_name_or_path, dtype, use_peft, lora_r, ...) "
