@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "probe": {"objective", "modality"},
     "pos_gate": set(),
     "rewards": set(),
-    "data": set(),
+    "data": {"rewards"},  # the gold answer of a training row is the accuracy reward's resolve_gold
     "trainer": {"objective", "modality", "probe", "pos_gate", "rewards", "data"},
     "eval": {"objective", "modality", "probe", "pos_gate", "rewards", "data"},
     "diagnostics": {"objective", "modality", "probe", "pos_gate", "rewards", "data", "eval"},

@@ -388,6 +388,10 @@ def test_judge_server_down_gives_none_and_logs_counts(caplog):
     assert rewards == [None, None, 0.0]
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "failed for 2 of 2 queried completions (2 of 3 in the batch): 2 unreachable" in record.getMessage()
+    # the reason the trainer's missing-reward warning quotes
+    assert judge.last_failure.startswith(
+        f"judge at http://127.0.0.1:{port}/v1/chat/completions unreachable: "
+    )
 
 
 def test_judge_client_complete_is_reusable_with_any_prompt(server):

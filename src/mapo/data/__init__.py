@@ -24,8 +24,13 @@ from .qa import (
     normalise_prompt,
     with_audio_prompts,
 )
+from .validate import DataReport, DataValidationError, RowChecks, RowProblem
 
 __all__ = [
+    "DataReport",
+    "DataValidationError",
+    "RowChecks",
+    "RowProblem",
     "LONG_AUDIO_POLICIES",
     "AudioReadError",
     "ClipReader",

@@ -9,26 +9,60 @@
 * CLI: ``mapo eval`` (:func:`mapo.eval.cli.main`).
 """
 
-from mapo.eval.instruction_following import UncheckableInstruction, check_instruction
-from mapo.eval.items import KINDS, EvalItem, Prediction
-from mapo.eval.loaders import BENCHMARKS, BenchmarkSpec, load_benchmark, read_records
-from mapo.eval.open_judge import OPEN_JUDGE_PROMPT, grade_open, parse_grades
-from mapo.eval.report import print_summary, summary_tables, write_results
-from mapo.eval.runner import (
-    OPEN_INSTRUCTION,
-    GenerationSettings,
-    PromptBatch,
-    build_messages,
-    decode_completions,
-    encode_prompts,
-    generate_batch,
-    generate_predictions,
-    load_clips,
-    load_model_and_processor,
-    read_predictions,
-    write_predictions,
-)
-from mapo.eval.scoring import extract_final_answer, match_choice, score_predictions, summarize
+# The names below are imported on first use (PEP 562), so ``mapo eval --help`` and the light modules (items,
+# loaders, scoring) do not pay for torch/transformers, which only the runner needs.
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> submodule of mapo.eval that defines it.
+_EXPORTS: dict[str, str] = {
+    "UncheckableInstruction": "instruction_following",
+    "check_instruction": "instruction_following",
+    "KINDS": "items",
+    "EvalItem": "items",
+    "Prediction": "items",
+    "BENCHMARKS": "loaders",
+    "BenchmarkSpec": "loaders",
+    "load_benchmark": "loaders",
+    "read_records": "loaders",
+    "OPEN_JUDGE_PROMPT": "open_judge",
+    "grade_open": "open_judge",
+    "parse_grades": "open_judge",
+    "print_summary": "report",
+    "summary_tables": "report",
+    "write_results": "report",
+    "OPEN_INSTRUCTION": "runner",
+    "GenerationSettings": "runner",
+    "PromptBatch": "runner",
+    "build_messages": "runner",
+    "decode_completions": "runner",
+    "encode_prompts": "runner",
+    "generate_batch": "runner",
+    "generate_predictions": "runner",
+    "load_clips": "runner",
+    "load_model_and_processor": "runner",
+    "read_predictions": "runner",
+    "write_predictions": "runner",
+    "extract_final_answer": "scoring",
+    "match_choice": "scoring",
+    "score_predictions": "scoring",
+    "summarize": "scoring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"mapo.eval.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mapo.eval' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "BENCHMARKS",

@@ -157,6 +157,9 @@ def _run_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # torch / transformers only after the arguments parsed: `mapo eval --help` answers at once
     from mapo.eval.report import print_summary, write_results
     from mapo.eval.runner import (
         GenerationSettings,
@@ -169,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     from mapo.eval.scoring import score_predictions, summarize
     from mapo.eval.store import PREDICTIONS, PredictionStore
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pred_path = os.path.join(args.output_dir, PREDICTIONS)
     long_audio = None

@@ -325,6 +325,8 @@ class ConsistencyJudge:
         self.conditional_on_correct = conditional_on_correct
         self.env_prefix = env_prefix
         self.__name__ = name
+        #: Why the last failed completion got ``None`` (read by the trainer's missing-reward warning).
+        self.last_failure: str | None = None
 
     def __repr__(self) -> str:
         return f"ConsistencyJudge(client={self._client!r}, name={self.__name__!r})"
@@ -374,6 +376,11 @@ class ConsistencyJudge:
             if rewards[i] is None:
                 unparsed.append(reply.text)
         if unreachable or unparsed:
+            self.last_failure = (
+                f"judge at {client.url} unreachable: {unreachable[-1].error}"
+                if unreachable
+                else f"judge reply neither YES nor NO: {unparsed[0][:80]!r}"
+            )
             logger.warning(
                 "%s: judge at %s failed for %d of %d queried completions (%d of %d in the batch): %d unreachable "
                 "(last error: %s), %d replies neither YES nor NO (e.g. %r). Their reward is None, which TRL "

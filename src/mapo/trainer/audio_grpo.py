@@ -13,7 +13,10 @@ checked by ``tests/trainer/test_trl_contract.py``):
   so they survive TRL's shuffle/split into micro-batches.
 * ``_compute_loss``: make the micro-batch's audio visible to the training forward.
 * ``_get_per_token_logps_and_entropies``: when audio is visible, pass it (row-sliced per chunk) to the model.
-* ``_calculate_rewards``: keep this process's per-function rewards (``self._local_rewards_per_func``).
+* ``_calculate_rewards``: keep this process's per-function rewards (``self._local_rewards_per_func``); log
+  ``rewards/<name>/nan_frac`` and apply ``reward_nan_policy`` to missing rewards (:mod:`mapo.rewards.missing`).
+* the audio canary (:mod:`mapo.trainer.audio_canary`) runs at the first training generation batch.
+* ``train``: ``resume_from_checkpoint="latest"`` skips incomplete checkpoints (:mod:`mapo.trainer.checkpoints`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
 from ..modality import ModalitySpec, load_policy_model, resolve_modality, with_feature_kwargs
+from .audio_canary import AudioCanary
+from .checkpoints import checkpoint_step, resolve_resume
+from .config_checks import check_reward_funcs
+from .missing_rewards import handle_missing_rewards
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class AudioGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 "args: pass a GRPOConfig (or MAPOConfig); the audio trainers have no implicit config"
             )
+        check_reward_funcs(reward_funcs)  # before a path is loaded: an unconfigured judge is a set-up error
         if isinstance(model, str):
             model = load_policy_model(model, args)
         if not isinstance(model, PreTrainedModel) and not hasattr(model, "peft_config"):
@@ -94,6 +102,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._pending_audio: dict[str, torch.Tensor] | None = None
         self._visible_audio: dict[str, torch.Tensor] | None = None
         self._local_rewards_per_func: torch.Tensor | None = None
+        self._audio_canary = AudioCanary.from_args(args)
         peft_config = kw.get("peft_config")
         # TRL reloads its KL reference from `config._name_or_path` with `config.architectures[0]`: that fails for an
         # in-memory model and loads the wrong class for an Omni thinker. Build it here instead (same memory).
@@ -246,6 +255,10 @@ class AudioGRPOTrainer(GRPOTrainer):
         for key, value in self._pending_audio.items():
             output[key] = value.to(device)
         self._pending_audio = None
+        if (
+            self._audio_canary is not None
+        ):  # once, at the first training batch: does the audio reach the decoder?
+            self._audio_canary(self, inputs, output, self.modality.audio_feature_kwargs)
         return output
 
     @contextlib.contextmanager
@@ -324,6 +337,14 @@ class AudioGRPOTrainer(GRPOTrainer):
             torch.stack(aux).mean() if compute_aux_loss else None,
         )
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` / ``"latest"`` takes the newest *complete* checkpoint
+        (:func:`mapo.trainer.checkpoints.latest_checkpoint` skips half-written ones with a warning)."""
+        resume = resolve_resume(resume_from_checkpoint, self.args.output_dir)
+        if resume is not None:
+            logger.info("resuming from %s (step %d)", resume, checkpoint_step(resume))
+        return super().train(resume, *args, **kwargs)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume the weights through ``from_pretrained``.
 
@@ -346,8 +367,10 @@ class AudioGRPOTrainer(GRPOTrainer):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         n = len(prompts)
         start = self.accelerator.process_index * n
+        # raw values (NaN = missing): MAPO's failure gate counts a missing accuracy as failed
         self._local_rewards_per_func = rewards_per_func[start : start + n].detach().clone()
-        return rewards_per_func
+        mode = "train" if self.model.training else "eval"
+        return handle_missing_rewards(self, rewards_per_func, mode)  # instead of TRL's implicit 0 (nansum)
 
 
 _PENDING = object()

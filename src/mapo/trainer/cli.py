@@ -45,10 +45,18 @@ class TrainScriptArguments:
     )
     judge_base_url: str | None = field(
         default=None,
-        metadata={"help": "OpenAI-compatible base URL of the consistency judge (e.g. http://host:9000/v1)."},
+        metadata={
+            "help": "OpenAI-compatible base URL of the consistency judge (e.g. http://host:9000/v1); default: the "
+            "MAPO_JUDGE_BASE_URL environment variable."
+        },
     )
-    judge_model: str | None = field(default=None, metadata={"help": "Model name served by the judge."})
-    judge_timeout: float = field(default=60.0, metadata={"help": "Seconds per judge request."})
+    judge_model: str | None = field(
+        default=None,
+        metadata={"help": "Model name served by the judge (default: MAPO_JUDGE_MODEL, else the paper's)."},
+    )
+    judge_timeout: float | None = field(
+        default=None, metadata={"help": "Seconds per judge request (default: MAPO_JUDGE_TIMEOUT, else 60)."}
+    )
     save_merged: bool = field(
         default=True,
         metadata={
@@ -57,7 +65,31 @@ class TrainScriptArguments:
         },
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an output_dir that holds another run (its checkpoints are deleted). Without "
+            "it, such a folder is refused unless --resume_from_checkpoint is given."
+        },
+    )
+    skip_invalid_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on the valid rows when some training rows are bad (missing/undecodable/too short or too "
+            "long audio, gold answer not among the choices); their count is logged. Default: stop with a report."
+        },
+    )
+    long_audio: str = field(
+        default="error",
+        metadata={
+            "help": "Clips longer than the model family's limit (ModalitySpec.max_audio_seconds, 30 s for the "
+            "Qwen families): 'error' (a bad row) or 'truncate' (keep the first max_audio_seconds, logged)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if self.long_audio not in ("error", "truncate"):
+            raise ValueError(f"long_audio must be 'error' or 'truncate', got {self.long_audio!r}")
         if self.trainer not in ("mapo", "grpo"):
             raise ValueError(f"trainer must be 'mapo' or 'grpo', got {self.trainer!r}")
         if isinstance(self.train_files, str):
@@ -77,35 +109,42 @@ def parse(argv: list[str] | None = None):
 
 def build_rewards(script: TrainScriptArguments, weights: list[float] | None):
     from .. import rewards as R
+    from .preflight import judge_client
 
-    judge = None
-    if "consistency" in script.rewards:
-        judge = R.JudgeClient(
-            base_url=script.judge_base_url, model=script.judge_model, timeout=script.judge_timeout
-        )
-    return R.build_rewards(names=tuple(script.rewards), weights=weights, judge=judge)
+    return R.build_rewards(names=tuple(script.rewards), weights=weights, judge=judge_client(script))
 
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of ``mapo train``."""
+    argv = list(argv or [])
+    if "--help-mapo" in argv or "-h" in argv or "--help" in argv:
+        from .cli_help import mapo_help
+
+        print(mapo_help(TrainScriptArguments))
+        if "--help-mapo" in argv:
+            return
+        print("\nAll settings:\n")
     import transformers
     from trl import get_peft_config
 
-    from ..data import AudioPromptTransform, load_audio_qa
+    from ..data import AudioPromptTransform
     from ..modality import load_policy_model
     from . import AudioGRPOTrainer, MAPOTrainer
+    from .preflight import load_training_data, preflight
+    from .progress import training_summary, use_compact_progress
 
     script, args, model_args = parse(argv)
-    if not script.train_files:
-        raise SystemExit("mapo train: give train_files (in the YAML config or --train_files a.jsonl b.jsonl)")
-    if model_args.model_name_or_path is None:
-        raise SystemExit("mapo train: give model_name_or_path")
-    transformers.set_seed(args.seed)
-
+    # Everything that can be wrong in the config or the data is checked before the model loads.
+    resume = preflight(script, args, model_args)
     funcs, weights, accuracy_name = build_rewards(script, args.reward_weights)
     args.reward_weights = weights
     if script.trainer == "mapo":
         args.accuracy_reward_name = accuracy_name
+    processor = transformers.AutoProcessor.from_pretrained(
+        model_args.model_name_or_path, padding_side="left", trust_remote_code=args.trust_remote_code
+    )
+    train, evaluation = load_training_data(script, args, model_args, processor)
+    transformers.set_seed(args.seed)
 
     init_kwargs = dict(args.model_init_kwargs or {})
     if model_args.dtype is not None:
@@ -116,15 +155,10 @@ def run(argv: list[str] | None = None) -> None:
         init_kwargs.setdefault("revision", model_args.model_revision)
     args.model_init_kwargs = init_kwargs
     model = load_policy_model(model_args.model_name_or_path, args)
-    processor = transformers.AutoProcessor.from_pretrained(
-        model_args.model_name_or_path, padding_side="left", trust_remote_code=args.trust_remote_code
-    )
     sr = processor.feature_extractor.sampling_rate
     transform = AudioPromptTransform(sampling_rate=sr, system_prompt=script.system_prompt)
-    train = load_audio_qa(
-        script.train_files, script.train_proportions, total=script.mixture_size, seed=args.seed
-    ).with_transform(transform)
-    evaluation = load_audio_qa(script.eval_files).with_transform(transform) if script.eval_files else None
+    train = train.with_transform(transform)
+    evaluation = evaluation.with_transform(transform) if evaluation is not None else None
 
     cls = MAPOTrainer if script.trainer == "mapo" else AudioGRPOTrainer
     trainer = cls(
@@ -136,12 +170,10 @@ def run(argv: list[str] | None = None) -> None:
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
-    # TrainingArguments' own field: a checkpoint folder, or "latest" for the newest one in output_dir.
-    resume = args.resume_from_checkpoint
-    if resume == "latest":
-        resume = True
-    trainer.train(resume_from_checkpoint=resume)
+    use_compact_progress(trainer)
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output_dir)
+    merged_dir = None
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(args.output_dir)
         logger.info("saved to %s", os.path.abspath(args.output_dir))
@@ -150,4 +182,7 @@ def run(argv: list[str] | None = None) -> None:
             merged_dir = os.path.join(args.output_dir, "merged")
             unwrapped.merge_and_unload().save_pretrained(merged_dir)
             processor.save_pretrained(merged_dir)
-            logger.info("merged model saved to %s", os.path.abspath(merged_dir))
+            logger.info("merged to %s", os.path.abspath(merged_dir))
+        logger.info(
+            training_summary(trainer, result.metrics, model_dir=args.output_dir, merged_dir=merged_dir)
+        )

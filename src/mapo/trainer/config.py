@@ -159,6 +159,32 @@ class MAPOConfig(GRPOConfig):
         },
     )
 
+    # ---- robustness (not in the paper) ---------------------------------------------------------------------------
+    reward_nan_policy: str = field(
+        default="impute",
+        metadata={
+            "help": "Rewards a function could not compute (None/NaN, e.g. the judge unreachable): 'impute' (the "
+            "group's mean for that function: no hidden penalty), 'exclude' (the completion leaves its group's "
+            "normalisation, advantage 0) or 'error'. Logged as rewards/<name>/nan_frac (docs/rewards.md)."
+        },
+    )
+    audio_canary: bool = field(
+        default=True,
+        metadata={
+            "help": "At the first generation batch, score a few completions with the real audio and with silence "
+            "and log audio/influence (mean |Δ log-prob|); stop if the audio does not change them (docs/training.md)."
+        },
+    )
+    audio_canary_rows: int = field(
+        default=4, metadata={"help": "Completions scored twice by the audio canary."}
+    )
+    audio_canary_min_influence: float = field(
+        default=1e-6,
+        metadata={
+            "help": "audio/influence at or below this value stops training (the audio never reached the model)."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.validate_mapo()
@@ -217,6 +243,17 @@ class MAPOConfig(GRPOConfig):
             raise ValueError("pos_tags must name at least one coarse tag (paper: NOUN,VERB,ADJ,ADV,NUM,X)")
         if self.attention_only and self.eta == 0:
             raise ValueError("attention_only=True trains on η·L_attn alone, so eta must be > 0")
+        from ..rewards.missing import MISSING_REWARD_POLICIES
+        from .config_checks import check_pos_tagger, check_report_to
+
+        if self.reward_nan_policy not in MISSING_REWARD_POLICIES:
+            raise ValueError(
+                f"reward_nan_policy must be one of {MISSING_REWARD_POLICIES}, got {self.reward_nan_policy!r}"
+            )
+        if self.audio_canary_rows < 1 or self.audio_canary_min_influence < 0:
+            raise ValueError("audio_canary_rows must be >= 1 and audio_canary_min_influence >= 0")
+        check_pos_tagger(self.pos_tagger, attention_branch_on=False)  # the name here; its data in MAPOTrainer
+        check_report_to(self.report_to)
         if self.use_vllm:
             raise ValueError(
                 "use_vllm=True: vLLM rollouts do not carry audio in TRL 1.16 (images only), so they would be "

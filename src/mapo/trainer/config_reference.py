@@ -51,6 +51,10 @@ SYMBOLS: dict[str, tuple[str, str]] = {
     "attention_only": ("—", "bool (needs η > 0)"),
     "allow_non_grpo_loss": ("—", "bool"),
     "attention_layers": ("L_tgt", "deprecated name of target_layers"),
+    "reward_nan_policy": ("— (missing r_k in eq. 6)", "'impute', 'exclude', 'error'"),
+    "audio_canary": ("—", "bool"),
+    "audio_canary_rows": ("—", "≥ 1"),
+    "audio_canary_min_influence": ("—", "≥ 0"),
 }
 
 

@@ -33,6 +33,7 @@ from ..pos_gate import pos_gate_batch
 from ..probe import audio_attention, enable_probe_attention, resolve_target_layers
 from .audio_grpo import AudioGRPOTrainer, _is_peft
 from .config import MAPOConfig
+from .config_checks import preflight_mapo
 from .protocol import (  # the batch-dict keys MAPO adds (TRL_PROTOCOL.batch_keys)
     ATTN_COEF_KEY,
     DELTA_H_KEY,
@@ -60,6 +61,7 @@ class MAPOTrainer(AudioGRPOTrainer):
     ):
         if not isinstance(args, MAPOConfig):
             raise TypeError(f"args must be a MAPOConfig, got {type(args).__name__}")
+        preflight_mapo(args)  # the tagger's data: before a path is loaded or rollouts run
         self._own_text_ref = None
         self._loss_inputs = None
         super().__init__(model, reward_funcs, args, train_dataset, *a, **kw)
