@@ -18,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from mapo.synthetic.bpe import train_byte_level_bpe
+
 __all__ = [
     "TINY_SPECIAL_TOKENS",
     "TINY_TEMPLATE_TOKENS",
@@ -67,23 +69,6 @@ _CORPUS = [
     "Is the second note higher than the first? Yes, it is higher; the interval is a fifth.",
     "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 2024. Punctuation: , . ; : ! ? ( ) [ ] ' \" - --",
 ]
-
-
-def train_byte_level_bpe(corpus, vocab_size: int, special_tokens) -> str:
-    """Train a Qwen-style byte-level BPE (``Ġ``/``Ċ`` markers) on ``corpus`` in memory; returns the tokenizer JSON."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return tok.to_str()
 
 
 @lru_cache(maxsize=4)
