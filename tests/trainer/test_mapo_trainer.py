@@ -288,7 +288,8 @@ def test_text_reference_with_another_vocabulary_is_refused(qwen2_audio, tmp_path
         ({"head_reduce": "sum"}, "head_reduce"),
         ({"attention_only": True, "eta": 0.0}, "attention_only"),
         ({"attention_layers": [-1]}, "attention_layers"),
-        ({"use_vllm": True}, "vLLM"),
+        ({"vllm_weight_sync": "ipc"}, "vllm_weight_sync must be"),
+        ({"vllm_drift_tolerance": 0.0}, "vllm_drift_tolerance must be > 0"),
     ],
 )
 def test_config_validation(tmp_path, overrides, message):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import logging
 import os
 import time
@@ -83,6 +84,8 @@ class VLLMAudioOptions:
     def from_args(cls, args) -> VLLMAudioOptions:
         values = {name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)}
         options = cls(**values)
+        if isinstance(options.vllm_llm_kwargs, str):  # command line / YAML: a JSON object
+            options.vllm_llm_kwargs = json.loads(options.vllm_llm_kwargs)
         if options.vllm_weight_sync not in WEIGHT_SYNC_MODES:
             raise ValueError(
                 f"vllm_weight_sync must be one of {WEIGHT_SYNC_MODES}, got {options.vllm_weight_sync!r}"
