@@ -12,6 +12,7 @@ commands:
   eval       accuracy on MMAU / MMAR / MMSU / MMAU-Pro from local JSON files (mapo eval --help)
   diagnose   attention/Δh trajectories, evidence masking, POS entropy, probes, modality gap (mapo diagnose --help)
   example    print the worked example of the objective (eq. 1-5) on one small group
+  vllm-serve vLLM rollout server for audio models (TRL's vllm-serve options; docs/vllm.md)
 """
 
 
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from .objective.worked_example import main as example_main
 
         example_main(rest)
+    elif command == "vllm-serve":
+        from .trainer.rollout.serve import main as serve_main
+
+        return serve_main(rest)
     else:
         print(f"mapo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

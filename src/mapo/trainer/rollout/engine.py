@@ -249,20 +249,21 @@ class AudioVLLMGeneration(VLLMGeneration):
         if self.weight_sync_mode == "nccl":
             super().sync_weights()  # TRL: stream over NCCL (now with vLLM names), reset the prefix cache
             if self.accelerator.is_main_process:
-                self.vllm_client._post(f"{self.vllm_client.base_url}/reset_encoder_cache")
+                _post_ok(self.vllm_client, "/reset_encoder_cache")
         elif self.weight_sync_mode == "reload":
             named = list(self._iter_named_params())  # every process takes part in the gathers
             if self.accelerator.is_main_process:
                 save_vllm_weights(named, self.sync_dir)
                 client = self.vllm_client
-                client._post(
-                    f"{client.base_url}/collective_rpc",
-                    json={
+                _post_ok(
+                    client,
+                    "/collective_rpc",
+                    {
                         "method": "reload_weights",
                         "kwargs": {"weights_path": self.sync_dir, "is_checkpoint_format": True},
                     },
                 )
-                client._post(f"{client.base_url}/reset_encoder_cache")
+                _post_ok(client, "/reset_encoder_cache")
                 client.reset_prefix_cache()
             self.accelerator.wait_for_everyone()
         else:
@@ -472,6 +473,18 @@ class AudioVLLMGeneration(VLLMGeneration):
             all_logprobs[sl] if all_logprobs is not None else None,
             all_logprob_token_ids[sl] if all_logprob_token_ids is not None else None,
         )
+
+
+def _post_ok(client, route: str, payload: dict | None = None) -> None:
+    """POST to a dev-mode route of the server (some answer 200 with an empty body)."""
+    response = client.session.post(f"{client.base_url}{route}", json=payload)
+    if response.status_code == 404:
+        raise RuntimeError(
+            f"The vLLM server at {client.base_url} does not serve {route}: start it with `mapo vllm-serve` "
+            "(it sets VLLM_SERVER_DEV_MODE=1)."
+        )
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {route} failed: {response.status_code}, {response.text}")
 
 
 @contextlib.contextmanager
