@@ -44,8 +44,8 @@ def audio_limits(model_dir: str) -> dict[str, int] | None:
 
 def build_serve_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """The server's command line and environment for ``mapo vllm-serve`` arguments ``argv`` (TRL's options)."""
-    from trl.scripts.vllm_serve import ScriptArguments, build_command
     from trl import TrlParser
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     parser = TrlParser(ScriptArguments, prog="mapo vllm-serve", epilog=USAGE_EXTRA)
     script_args, extra = parser.parse_args_and_config(argv, return_remaining_strings=True)
