@@ -122,6 +122,16 @@ def wav_base64(wave: np.ndarray, sampling_rate: int) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def engine_dtype(model, args) -> str:
+    """The dtype the policy computes in: its own, or bf16/fp16 when a float32 policy trains under autocast."""
+    dtype = str(getattr(model, "dtype", "float32")).removeprefix("torch.")
+    if dtype == "float32" and getattr(args, "bf16", False):
+        return "bfloat16"
+    if dtype == "float32" and getattr(args, "fp16", False):
+        return "float16"
+    return dtype
+
+
 def limit_mm_per_prompt(spec: ModalitySpec) -> dict[str, int]:
     """One clip per prompt; the Omni families also get image/video limits of 0 (no vision profiling)."""
     if spec.family in OMNI_FULL_MODEL:
@@ -132,7 +142,9 @@ def limit_mm_per_prompt(spec: ModalitySpec) -> dict[str, int]:
 class AudioVLLMGeneration(VLLMGeneration):
     """TRL's vLLM backend with audio prompts, checkpoint-name weight sync and encoder-cache resets.
 
-    Built by the audio trainers in place of ``VLLMGeneration`` (same arguments, plus the family's fact sheet).
+    Built by the audio trainers in place of ``VLLMGeneration`` (same arguments, plus the family's fact sheet and
+    the engine's ``dtype``: vLLM's ``"auto"`` downcasts a float32 checkpoint to bfloat16, 2-3e-3 nats off an fp32
+    policy on the tiny model, so the trainers ask for the dtype the policy computes in).
     The trainer hands each generation batch's clips over with :meth:`audio_clips` around TRL's ``generate`` call.
     """
 
@@ -142,9 +154,11 @@ class AudioVLLMGeneration(VLLMGeneration):
         modality: ModalitySpec,
         options: VLLMAudioOptions | None = None,
         work_dir: str = ".",
+        dtype: str | None = None,
         **kwargs: Any,
     ):
         self.modality = modality
+        self.dtype = dtype
         self.options = options or VLLMAudioOptions()
         self.work_dir = work_dir
         self.weight_sync_mode: str | None = None  # "colocate", "nccl" or "reload", set by _init_vllm
@@ -185,12 +199,17 @@ class AudioVLLMGeneration(VLLMGeneration):
             overrides = {
                 "model": self._model_dir(),
                 "limit_mm_per_prompt": limit_mm_per_prompt(self.modality),
+                **({"dtype": self.dtype} if self.dtype else {}),
                 **(self.options.vllm_llm_kwargs or {}),
             }
             with _llm_overrides(overrides):
                 super()._init_vllm()
             self.weight_sync_mode = "colocate"
-            logger.info("vLLM colocate engine on %s; weights sync through reload_weights", overrides["model"])
+            logger.info(
+                "vLLM colocate engine on %s (dtype %s); weights sync through reload_weights",
+                overrides["model"],
+                overrides.get("dtype", "auto"),
+            )
             return
         if self.mode != "server":
             return super()._init_vllm()

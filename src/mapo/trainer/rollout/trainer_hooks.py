@@ -61,7 +61,7 @@ class VLLMAudioRollouts:
             return
         import trl.trainer.grpo_trainer as grpo_module
 
-        from .engine import AudioVLLMGeneration, VLLMAudioOptions
+        from .engine import AudioVLLMGeneration, VLLMAudioOptions, engine_dtype
 
         options = VLLMAudioOptions.from_args(args)  # validate before the engine starts
         trainer = self
@@ -69,7 +69,11 @@ class VLLMAudioRollouts:
         def build(**kwargs: Any) -> AudioVLLMGeneration:
             # self.modality is set by the audio trainer before TRL's __init__ builds the engine
             return AudioVLLMGeneration(
-                modality=trainer.modality, options=options, work_dir=args.output_dir, **kwargs
+                modality=trainer.modality,
+                options=options,
+                work_dir=args.output_dir,
+                dtype=engine_dtype(kwargs["model"], args),
+                **kwargs,
             )
 
         original = grpo_module.VLLMGeneration
