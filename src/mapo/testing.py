@@ -116,11 +116,12 @@ def tiny_perceptron_tagger():
     return model
 
 
-def tiny_bpe_tokenizer(vocab_size: int = 400):
+def tiny_bpe_tokenizer(vocab_size: int = 400, named_tokens: dict[str, str] | None = None):
     """A Qwen-style byte-level BPE tokenizer (``Ġ`` space and ``Ċ`` newline markers) trained offline.
 
     All :data:`TINY_SPECIAL_TOKENS` are special tokens; ``audio_token`` etc. are exposed as named extra special
-    tokens because the Qwen processors read ``tokenizer.audio_token``.
+    tokens because the Qwen processors read ``tokenizer.audio_token``. ``named_tokens`` (e.g.
+    ``{"audio_token": "<|audio_pad|>"}``) become attributes ``tokenizer.audio_token`` / ``audio_token_id``.
     """
     from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -131,6 +132,7 @@ def tiny_bpe_tokenizer(vocab_size: int = 400):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=list(TINY_SPECIAL_TOKENS[1:]),
+        **({"model_specific_special_tokens": named_tokens} if named_tokens else {}),
     )
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TINY_TEMPLATE_TOKENS])
     tok.padding_side = "left"
@@ -544,9 +546,21 @@ def tiny_real_omni_processor(family: str, chunk_seconds: int = 1):
         image_processor=Qwen2VLImageProcessor(),
         video_processor=Qwen2VLVideoProcessor(),
         feature_extractor=fe,
-        tokenizer=tiny_bpe_tokenizer(),
+        tokenizer=tiny_bpe_tokenizer(named_tokens=_OMNI_NAMED_TOKENS),
         chat_template=_OMNI_CHAT_TEMPLATE,
     )
+
+
+#: The token names the Omni processors read from their tokenizer, on the ids the tiny Omni thinkers are built with.
+_OMNI_NAMED_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "audio_token": "<|audio_pad|>",
+    "vision_bos_token": "<|vision_start|>",
+    "vision_eos_token": "<|vision_end|>",
+    "audio_bos_token": "<|audio_start|>",
+    "audio_eos_token": "<|audio_end|>",
+}
 
 
 def save_tiny_omni_for_vllm(directory: str, family: str = "qwen2_5_omni_thinker", seed: int = 0) -> str:

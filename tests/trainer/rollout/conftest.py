@@ -19,10 +19,6 @@ import pytest
 
 from mapo.testing import sine_clip
 
-#: The test-only torchvision stand-in: vLLM's and transformers' Omni code import torchvision (a video processor),
-#: whose PyPI wheel is a CUDA build that cannot load beside the CPU torch. Never part of the package.
-TORCHVISION_STUB = Path(__file__).parent / "_torchvision_stub"
-
 
 def vllm_skip_reason() -> str | None:
     """Why the vLLM tests cannot run here, or None."""
