@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ...modality import KNOWN_AUDIO_FEATURE_KWARGS
 from .audio_requests import audio_clips_of
 
 logger = logging.getLogger(__name__)
@@ -116,12 +117,11 @@ class VLLMAudioRollouts:
         if trainer_logps is None:  # TRL computes them only for the IS correction: one extra scoring forward
             ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
             mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            audio = {
-                k: output[k]
-                for k in ("input_features", "feature_attention_mask", "audio_feature_lengths")
-                if k in output
-            }
-            with torch.no_grad(), self.audio_visible(audio or None):
+            # inside AudioGRPOTrainer the pending audio is already visible to scoring forwards; a subclass that adds
+            # the features to the output first is served from there
+            audio = {k: output[k] for k in KNOWN_AUDIO_FEATURE_KWARGS if k in output}
+            visible = self.audio_visible(audio) if audio else contextlib.nullcontext()
+            with torch.no_grad(), visible:
                 trainer_logps, _, _ = self._get_per_token_logps_and_entropies(
                     self.model,
                     ids,
