@@ -256,6 +256,11 @@ def _omni_token_ids(tokenizer) -> dict[str, int]:
     }
 
 
+def _mrope_section(head_dim: int) -> list[int]:
+    """The (temporal, height, width) rotary split of an Omni thinker; it must sum to head_dim / 2 ([2, 3, 3] at 16)."""
+    return [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
+
+
 def tiny_qwen25_omni_thinker(
     vocab_size: int = 448,
     num_layers: int = 2,
@@ -299,7 +304,7 @@ def tiny_qwen25_omni_thinker(
             "num_hidden_layers": num_layers,
             "num_attention_heads": num_heads,
             "num_key_value_heads": num_kv_heads,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_section(64 // num_heads)},
         },
         audio_token_index=ids["audio_token_id"],
         image_token_index=ids["image_token_id"],
@@ -380,7 +385,7 @@ def tiny_qwen3_omni_thinker(
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1e6,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": _mrope_section(64 // num_heads),
                 "mrope_interleaved": True,
             },
         },
