@@ -75,7 +75,12 @@ def prompts(processor, n: int):
 
     clips = [sine_clip(200.0 + 150.0 * i, 2.0, seed=i) for i in range(n)]
     conversations = [
-        [{"role": "user", "content": [{"type": "audio", "audio": c}, {"type": "text", "text": "Describe it."}]}]
+        [
+            {
+                "role": "user",
+                "content": [{"type": "audio", "audio": c}, {"type": "text", "text": "Describe it."}],
+            }
+        ]
         for c in clips
     ]
     return clips, conversations
@@ -140,7 +145,9 @@ def llm_config_model(directory):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--preset", action="append", choices=sorted(PRESETS), help="default: tiny and cpu")
     parser.add_argument("--prompts", type=int, default=4, help="distinct audio prompts P")
@@ -153,16 +160,25 @@ def main() -> None:
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     n_completions = args.prompts * args.generations
     n_tokens = n_completions * args.new_tokens
-    print(f"device={args.device} dtype={dtype} P={args.prompts} G={args.generations} new_tokens={args.new_tokens}")
+    print(
+        f"device={args.device} dtype={dtype} P={args.prompts} G={args.generations} new_tokens={args.new_tokens}"
+    )
     for name in args.preset or ["tiny", "cpu"]:
         with tempfile.TemporaryDirectory() as directory:
             model, processor = build_checkpoint(PRESETS[name], directory, dtype)
             params = sum(p.numel() for p in model.parameters()) / 1e6
             clips, conversations = prompts(processor, args.prompts)
-            t_hf = run_generate(model, processor, conversations, args.generations, args.new_tokens, args.device)
+            t_hf = run_generate(
+                model, processor, conversations, args.generations, args.new_tokens, args.device
+            )
             del model
             t_vllm, startup = run_vllm(
-                directory, processor, clips, conversations, args.generations, args.new_tokens,
+                directory,
+                processor,
+                clips,
+                conversations,
+                args.generations,
+                args.new_tokens,
                 str(dtype).removeprefix("torch."),
             )
         print(

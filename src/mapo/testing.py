@@ -304,7 +304,11 @@ def tiny_qwen25_omni_thinker(
             "num_hidden_layers": num_layers,
             "num_attention_heads": num_heads,
             "num_key_value_heads": num_kv_heads,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_section(64 // num_heads)},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": _mrope_section(64 // num_heads),
+            },
         },
         audio_token_index=ids["audio_token_id"],
         image_token_index=ids["image_token_id"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -151,9 +151,3 @@ def is_vllm_loadable(directory: str | None) -> bool:
     if wanted:
         return any(a in wanted for a in archs)
     return bool(archs)  # another family: trust its declared architecture
-
-
-def iter_chunks(named: list[tuple[str, torch.Tensor]], size: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """``named`` in lists of ``size`` tensors."""
-    for start in range(0, len(named), size):
-        yield named[start : start + size]
