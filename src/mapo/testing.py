@@ -375,6 +375,7 @@ def tiny_qwen3_omni_thinker(
             "out_hidden_size": 64,
             "deepstack_visual_indexes": [0],
             "num_position_embeddings": 64,
+            "image_size": 128,  # read by vLLM's processor (8 x 8 patches of 16, as num_position_embeddings)
         },
         text_config={
             "vocab_size": vocab_size,

@@ -59,7 +59,8 @@ def to_vllm_names(
     state = dict(named_tensors)
     reverted = revert_weight_conversion(base, state)
     prefix = checkpoint_prefix(model)
-    return [(prefix + name, tensor) for name, tensor in reverted.items()]
+    # a thinker loaded from a full Omni checkpoint reverts to its ``thinker.`` names already
+    return [(name if name.startswith(prefix) else prefix + name, tensor) for name, tensor in reverted.items()]
 
 
 def vllm_state_dict(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
