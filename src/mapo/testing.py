@@ -375,7 +375,9 @@ def tiny_qwen3_omni_thinker(
             "out_hidden_size": 64,
             "deepstack_visual_indexes": [0],
             "num_position_embeddings": 64,
-            "image_size": 128,  # read by vLLM's processor (8 x 8 patches of 16, as num_position_embeddings)
+            # read by vLLM's Qwen3-Omni vision tower: 8 x 8 patches of 16 (= num_position_embeddings), an embedding table
+            "image_size": 128,
+            "apply_vit_abs_pos_embed": True,
         },
         text_config={
             "vocab_size": vocab_size,
