@@ -125,7 +125,9 @@ def run_vllm(directory, processor, clips, conversations, g, new_tokens, dtype) -
     startup = time.perf_counter() - start
     spec = resolve_modality(llm_config_model(directory), tokenizer=processor.tokenizer)
     ids = [
-        processor.apply_chat_template([c], add_generation_prompt=True, tokenize=True)["input_ids"][0]
+        processor.apply_chat_template([c], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ][0]
         for c in conversations
     ]
     requests = [r for r in build_requests(ids, clips, spec) for _ in range(g)]
