@@ -3,7 +3,7 @@
 Each variant runs in a fresh subprocess (so peak memory is its own): a random Qwen2-Audio built from a config,
 G completions of one prompt per step, TRL's own ``step_time`` metric (generation + scoring + loss + backward +
 optimizer) averaged over the measured steps after one warm-up step. Ratios are to AudioGRPO, measured side by side
-in one run. Target (issue #5): MAPO ≤ 1.10× time and ≤ 1.05× memory.
+in one run. Target (README, Benchmarks): MAPO ≤ 1.10× time and ≤ 1.05× memory.
 
     python benchmarks/step_overhead.py                 # CPU, a ~30M-parameter model (a few minutes on 2 cores)
     python benchmarks/step_overhead.py --device cuda --preset gpu   # users with a GPU
@@ -20,6 +20,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 PRESETS = {
@@ -74,7 +75,7 @@ def run_variant(variant: str, preset: str, device: str, steps: int) -> dict:
         for i in range(steps + 1)
     ]
     args = MAPOConfig(
-        output_dir="/tmp/mapo-step-overhead",
+        output_dir=tempfile.mkdtemp(prefix="mapo-step-overhead-"),
         per_device_train_batch_size=p["g"],
         num_generations=p["g"],
         max_completion_length=p["completion"],

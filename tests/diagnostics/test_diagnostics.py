@@ -430,3 +430,55 @@ def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch):
             assert (out / name).exists(), (command, name)
     gap = json.loads((tmp_path / "gap" / "modality_gap.json").read_text())
     assert sorted(gap, key=int) == ["0", "1", "2", "3"]  # embeddings + the 3 decoder layers
+
+
+def test_probe_with_too_few_items_writes_valid_json_and_outputs_are_not_replaced(
+    tiny, tmp_path, monkeypatch, caplog
+):
+    import mapo.eval.runner
+    from mapo.diagnostics.cli import main
+    from mapo.eval.store import OutputExists
+
+    monkeypatch.setattr(mapo.eval.runner, "load_model_and_processor", lambda *a, **k: tiny)
+    paths = _wavs(tmp_path)
+    rows = [
+        {
+            "id": it.id,
+            "audio_id": p,
+            "question": it.question,
+            "choices": it.choices,
+            "answer": it.answer,
+            "task": it.group,
+            "difficulty": "easy",
+        }
+        for it, p in zip(_items(paths), paths)
+    ]
+    data = tmp_path / "mmau.json"
+    data.write_text(json.dumps(rows))
+    argv = [
+        "linear-probe",
+        "--benchmark",
+        "mmau",
+        "--data",
+        str(data),
+        "--model",
+        "tiny",
+        "--limit",
+        "2",
+        "--quiet",
+        "--label-field",
+        "task",
+        "--steps",
+        "5",
+        "--output-dir",
+        str(tmp_path / "p"),
+    ]
+    assert main(argv) == 0
+    text = (tmp_path / "p" / "linear_probe.json").read_text()
+    json.loads(text)  # strict JSON: no bare NaN
+    assert "NaN" not in text and "Infinity" not in text
+    index = (tmp_path / "p" / "linear_probe_outputs.json").read_text()
+    with pytest.raises(OutputExists, match="pass --overwrite"):
+        main(argv)
+    assert (tmp_path / "p" / "linear_probe_outputs.json").read_text() == index
+    assert main([*argv, "--overwrite"]) == 0

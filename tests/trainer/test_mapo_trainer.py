@@ -313,8 +313,8 @@ def test_non_grpo_loss_is_allowed_when_asked(tmp_path):
     assert tiny_config(tmp_path, loss_type="dapo", allow_non_grpo_loss=True).loss_type == "dapo"
 
 
-def test_paper_defaults():
-    cfg = MAPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False)
+def test_paper_defaults(tmp_path):
+    cfg = MAPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
     assert (cfg.eta, cfg.beta, cfg.tau_base, cfg.mask_clip, cfg.kappa) == (0.1, 0.002, 1.0, 5.0, 1.0)
     assert (cfg.advantage_floor, cfg.prefactor_clip, cfg.fail_gate_floor, cfg.fail_threshold) == (
         0.1,

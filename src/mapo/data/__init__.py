@@ -1,8 +1,17 @@
-"""Audio question-answering data: training JSONL files and mixtures (:mod:`mapo.data.qa`).
+"""Audio question-answering data: training JSONL files and mixtures (:mod:`mapo.data.qa`); reading one clip from
+any source, with the long-audio policy (:mod:`mapo.data.clips`).
 
 Everything public is re-exported here, so ``from mapo.data import load_audio_qa`` keeps working.
 """
 
+from .clips import (
+    LONG_AUDIO_POLICIES,
+    AudioReadError,
+    ClipReader,
+    LongAudioCounter,
+    clip_seconds,
+    read_clip,
+)
 from .qa import (
     DEFAULT_INSTRUCTION,
     REQUIRED_COLUMNS,
@@ -17,6 +26,12 @@ from .qa import (
 )
 
 __all__ = [
+    "LONG_AUDIO_POLICIES",
+    "AudioReadError",
+    "ClipReader",
+    "LongAudioCounter",
+    "clip_seconds",
+    "read_clip",
     "DEFAULT_INSTRUCTION",
     "REQUIRED_COLUMNS",
     "AudioPromptTransform",

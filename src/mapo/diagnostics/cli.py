@@ -39,6 +39,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--output-dir", default="diagnostics")
+    p.add_argument("--overwrite", action="store_true", help="replace this diagnostic's earlier outputs")
+    p.add_argument(
+        "--long-audio",
+        choices=("error", "truncate"),
+        default="truncate",
+        help="clips longer than the model keeps (30 s for the Qwen families): truncate (default, counted) or error",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -107,13 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     from mapo.eval.loaders import load_benchmark
-    from mapo.eval.runner import GenerationSettings, load_model_and_processor
+    from mapo.eval.runner import GenerationSettings, clip_reader, load_model_and_processor
 
     items = load_benchmark(args.benchmark, args.data, args.audio_root, limit=args.limit)
     model, processor = load_model_and_processor(
         args.model, args.adapter, args.processor, args.dtype, args.device
     )
-    settings = GenerationSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    settings = GenerationSettings(
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        clip_reader=clip_reader(model, processor, args.long_audio),
+    )
     return items, model, processor, settings
 
 
@@ -204,13 +215,21 @@ def _hidden_runs(args, items, model, processor, settings, fn) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from mapo.eval.store import OutputExists, write_json
+
     args = build_parser().parse_args(argv)
     if args.command == "probe":
         print("mapo diagnose: 'probe' is now 'linear-probe' (the old name goes away in 0.3)", file=sys.stderr)
         args.command = "linear-probe"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    items, model, processor, settings = _load(args)
     out_dir = args.output_dir
+    index = os.path.join(out_dir, f"{args.command.replace('-', '_')}_outputs.json")
+    if os.path.exists(index) and not args.overwrite:
+        raise OutputExists(
+            f"{index} exists: `mapo diagnose {args.command}` already wrote into {out_dir}; choose another "
+            "--output-dir or pass --overwrite to replace those outputs"
+        )
+    items, model, processor, settings = _load(args)
     os.makedirs(out_dir, exist_ok=True)
     written: dict[str, Any] = {}
     if args.command in ("trajectory", "pos"):
@@ -288,11 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             layer: (torch.cat([a for a, _ in v]), torch.cat([t for _, t in v])) for layer, v in states.items()
         }
         written["gap"] = plot_modality_gap(modality_gap_by_layer(merged, args.k), out_dir)
-    with open(
-        os.path.join(out_dir, f"{args.command.replace('-', '_')}_outputs.json"), "w", encoding="utf-8"
-    ) as fh:
-        json.dump(written, fh, indent=2)
+    write_json(written, index, indent=2)
     print(json.dumps(written, indent=2))
+    print(settings.clip_reader.counter.summary())
     return 0
 
 

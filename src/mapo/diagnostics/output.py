@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 import os
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def headless_pyplot() -> Any:
@@ -28,6 +31,25 @@ def save_figure_and_json(fig: Any, payload: Any, out_dir: str, prefix: str) -> d
     fig.savefig(png, dpi=120)
     plt.close(fig)
     path = os.path.join(out_dir, f"{prefix}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
+    nan = _count_non_finite(payload)
+    if nan:
+        logger.warning(
+            "%s: %d value(s) are not finite (e.g. a probe on too few items has no held-out accuracy); written as "
+            "null so the file stays valid JSON",
+            path,
+            nan,
+        )
+    from mapo.eval.store import write_json
+
+    write_json(payload, path, indent=2)
     return {"png": png, "json": path}
+
+
+def _count_non_finite(value: Any) -> int:
+    if isinstance(value, float):
+        return int(not math.isfinite(value))
+    if isinstance(value, dict):
+        return sum(_count_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_count_non_finite(v) for v in value)
+    return 0

@@ -1,7 +1,7 @@
 """Per-token signals of generated completions, re-scored teacher-forced (paper §3.2-3.3).
 
 For prompt + completion (one forward of the policy, one of the text-only reference), aligned on the generated
-token (design.md §2: completion token t is predicted by row P-1+t):
+token (``docs/design.md`` §2: completion token t is predicted by row P-1+t):
 
 * ``mass_max`` / ``mass_mean``: the audio attention mass a_t with max-head / mean-head reduction, averaged over
   the target layers, from :func:`mapo.probe.audio_attention` (the exact numbers the training loss uses);

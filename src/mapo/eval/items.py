@@ -27,7 +27,8 @@ class EvalItem:
         group: the column of the paper's table the item is reported in (e.g. "sound", "perception", "closed"), or
             ``None`` for items counted in the overall score only (MMAR's mixed-modality items).
         kind: one of :data:`KINDS`.
-        audio: absolute paths of the item's audio clips (one for all benchmarks except a few MMAU-Pro items).
+        audio: the item's clips (one for all benchmarks except a few MMAU-Pro items): absolute paths, or
+            ``{"bytes", "path"}`` dicts of audio embedded in a parquet release (read by :mod:`mapo.data.clips`).
         question: the question text shown to the model.
         choices: option texts for "choice" items, ``None`` otherwise.
         answer: the correct option's text ("choice"), the reference answer ("open"), ``None`` ("instruction").
@@ -39,7 +40,7 @@ class EvalItem:
     benchmark: str
     group: str | None
     kind: str
-    audio: list[str]
+    audio: list[Any]
     question: str
     choices: list[str] | None = None
     answer: str | None = None
@@ -58,7 +59,9 @@ class Prediction:
     ``score`` is 1.0/0.0 for "choice" and "instruction" items, the judge's grade / 5 for "open" items, and
     ``None`` when the item is unscored (``reason`` says why). ``correct`` is ``score == 1`` for binary kinds and
     ``None`` for open items and unscored items. ``judge`` keeps the judge's raw grades so that re-scoring a file
-    reproduces the judged result without asking the judge again.
+    reproduces the judged result without asking the judge again. ``unreadable`` says why the item's audio could
+    not be used (missing, undecodable, too short or too long: ``mapo.data.clips.AudioReadError``); such an item
+    is unscored, never a crash.
     """
 
     id: str
@@ -76,6 +79,7 @@ class Prediction:
     reason: str = ""
     invalid: str = ""
     judge: dict[str, Any] | None = None
+    unreadable: str = ""
 
     @classmethod
     def from_item(cls, item: EvalItem, prediction: str) -> Prediction:

@@ -7,15 +7,17 @@ and 3). The formats, with one example record each, are documented in ``docs/eval
 * **MMAU** (``mmau-test-mini.json``, a JSON list): ``id``, ``audio_id`` ("./test-mini-audios/<id>.wav"),
   ``question``, ``choices`` (list), ``answer`` (option text), ``task`` (sound / music / speech → the group),
   ``category``, ``sub-category``, ``difficulty``, ``dataset``, ``split``.
-* **MMAR** (``MMAR-meta.json``, a JSON list): ``id``, ``audio_path`` ("./audio/<id>.wav"), ``question``,
+* **MMAR** (``MMAR-meta.jsonl`` of the current release, one object per line; the older ``MMAR-meta.json`` list
+  is read too): ``id``, ``audio_path`` ("./audio/<id>.wav"), ``question``,
   ``choices``, ``answer``, ``modality`` (sound, music, speech, or a mix such as "mix-sound-speech"),
   ``category`` ("Signal Layer" ...), ``sub-category``, ``language``, ``source``, ``url``, ``timestamp``. Mixed
   modalities have no column in Table 2: they count in the overall score only (group ``None``).
-* **MMSU** (JSONL or JSON list): ``id``, ``audio_path`` (relative to the data root, sometimes with a leading
-  "/"), ``question``, ``choice_a`` … ``choice_d`` (up to ``choice_g``, or a ``choices`` list / letter dict),
+* **MMSU** (JSONL, JSON list, or the hub parquet): ``id``, ``audio_path`` (relative to the data root, sometimes
+  with a leading "/") or ``audio`` (the parquet's ``{"bytes", "path"}`` struct, the ``datasets.Audio`` layout), ``question``, ``choice_a`` … ``choice_d`` (up to ``choice_g``, or a ``choices`` list / letter dict),
   ``answer_gt`` (option text), ``category`` (Perception / Reasoning → the group, case-insensitive),
   ``sub-category``, ``sub-sub-category``, ``task_name``.
-* **MMAU-Pro** (JSON list, JSONL or the released parquet): ``id``, ``audio_path`` (a list of paths),
+* **MMAU-Pro** (JSON list, JSONL or the released parquet): ``id``, ``audio_path`` (a list of paths) or ``audio``
+  (``{"bytes", "path"}`` structs),
   ``question``, ``choices``, ``answer``, ``category`` ("instruction following", "open", or a closed category
   such as "sound" or "music"), ``task_identifier`` and ``kwargs`` (instruction-following items).
 
@@ -33,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mapo.eval.items import EvalItem
-from mapo.rewards import resolve_gold
 
 __all__ = [
     "BENCHMARKS",
@@ -94,20 +95,49 @@ def read_records(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _resolve_audio(value: str, audio_root: str) -> str:
+def _resolve_audio(value: Any, audio_root: str) -> Any:
+    """A path joined to ``audio_root``; an embedded ``{"bytes", "path"}`` clip kept as is (read by
+    :mod:`mapo.data.clips`), a ``{"bytes": None, "path"}`` one resolved as a path."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return {"bytes": value["bytes"], "path": value.get("path")}
+        value = value.get("path") or ""
     if os.path.isabs(value) and os.path.exists(value):
         return value
     rel = value[2:] if value.startswith("./") else value.lstrip("/")
     return os.path.normpath(os.path.join(audio_root, rel))
 
 
-def _audio_list(value: Any, where: str) -> list[str]:
-    value = _plain(value)
-    if isinstance(value, str) and value:
+def _is_clip(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, dict) and (value.get("bytes") is not None or bool(value.get("path")))
+
+
+def _audio_list(value: Any, where: str) -> list[Any]:
+    """The item's clips: paths, or the parquet / ``datasets.Audio`` ``{"bytes", "path"}`` layout."""
+    value = value if isinstance(value, dict) else _plain(value)
+    if _is_clip(value):
         return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+    if isinstance(value, list) and value and all(_is_clip(v) for v in value):
         return list(value)
-    raise ValueError(f"{where}: the audio path must be a non-empty string or list of strings, got {value!r}")
+    shown = (
+        {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in value.items()}
+        if isinstance(value, dict)
+        else value
+    )
+    raise ValueError(
+        f"{where}: the audio must be a path, a {{'bytes', 'path'}} dict, or a non-empty list of them; got {shown!r}"
+    )
+
+
+def _pick_audio(row: dict[str, Any]) -> Any:
+    """The hub parquet releases (MMSU, MMAU-Pro) embed the clip in ``audio`` as ``{"bytes", "path"}``; other
+    copies give ``audio_path``. Embedded bytes win (no audio root needed)."""
+    embedded = row.get("audio")
+    if _is_clip(embedded) or (isinstance(embedded, list) and embedded and all(_is_clip(a) for a in embedded)):
+        return embedded
+    return row.get("audio_path", embedded)
 
 
 def _require(row: dict[str, Any], keys: Sequence[str], where: str, fmt: str) -> None:
@@ -123,8 +153,10 @@ def _check_choice(item: EvalItem) -> EvalItem:
     if not item.choices or len(item.choices) < 2:
         item.invalid = f"fewer than two choices ({item.choices!r})"
         return item
+    from mapo.eval.scoring import gold_options
+
     try:
-        resolve_gold(str(item.answer), item.choices)
+        gold_options(str(item.answer), item.choices)  # identical options are one answer
     except ValueError as err:
         item.invalid = f"answer does not designate one option: {err}"
     return item
@@ -200,7 +232,7 @@ def load_mmsu(rows: list[dict[str, Any]], audio_root: str, where: str = "mmsu") 
     items = []
     for i, row in enumerate(rows):
         at = f"{where}[{i}]"
-        audio = row.get("audio_path", row.get("audio"))
+        audio = _pick_audio(row)
         _require(
             {**row, "audio_path": audio},
             ("id", "audio_path", "question", "answer_gt", "category"),
@@ -243,7 +275,8 @@ def load_mmau_pro(rows: list[dict[str, Any]], audio_root: str, where: str = "mma
     items = []
     for i, row in enumerate(rows):
         at = f"{where}[{i}]"
-        _require(row, ("id", "audio_path", "question", "category"), at, "MMAU-Pro")
+        audio = _pick_audio(row)
+        _require({**row, "audio_path": audio}, ("id", "audio_path", "question", "category"), at, "MMAU-Pro")
         category = str(row["category"]).strip()
         low = category.lower()
         kind, group = {"instruction following": ("instruction", low), "open": ("open", low)}.get(
@@ -255,7 +288,7 @@ def load_mmau_pro(rows: list[dict[str, Any]], audio_root: str, where: str = "mma
             benchmark="mmau-pro",
             group=group,
             kind=kind,
-            audio=[_resolve_audio(a, audio_root) for a in _audio_list(row["audio_path"], at)],
+            audio=[_resolve_audio(a, audio_root) for a in _audio_list(audio, at)],
             question=str(row["question"]),
             choices=[str(c) for c in choices] if kind == "choice" and choices else None,
             answer=None if row.get("answer") is None else str(row["answer"]),
@@ -325,10 +358,11 @@ def load_benchmark(
 
     Args:
         name: "mmau", "mmar", "mmsu" or "mmau-pro".
-        path: the benchmark's metadata file (.json, .jsonl, or .parquet for MMAU-Pro).
+        path: the benchmark's metadata file (.json, .jsonl, or .parquet).
         audio_root: folder the audio paths are relative to (default: the metadata file's folder).
         limit: keep the first ``limit`` items (quick runs).
-        check_audio: raise ``FileNotFoundError`` listing missing audio files (set False to score predictions).
+        check_audio: raise ``FileNotFoundError`` when no audio file exists (a wrong ``audio_root``); when only some
+            are missing, warn (those items become unscored "missing" predictions). False: no check (re-scoring).
     """
     key = name.strip().lower().replace("_", "-")
     if key not in BENCHMARKS:
@@ -352,10 +386,19 @@ def load_benchmark(
             invalid[0].invalid,
         )
     if check_audio:
-        missing = [a for it in items for a in it.audio if not os.path.exists(a)]
-        if missing:
+        missing = [a for it in items for a in it.audio if isinstance(a, str) and not os.path.exists(a)]
+        total = sum(len(it.audio) for it in items)
+        if missing and len(missing) == total:
             raise FileNotFoundError(
-                f"{path}: {len(missing)} audio file(s) not found under audio_root={root!r}, e.g. {missing[:3]}; "
+                f"{path}: none of the {total} audio file(s) exists under audio_root={root!r}, e.g. {missing[:3]}; "
                 "pass --audio-root pointing at the folder the benchmark's audio paths are relative to"
+            )
+        if missing:
+            logger.warning(
+                "%s: %d of %d audio file(s) not found (e.g. %s); those items are reported as unscored",
+                path,
+                len(missing),
+                total,
+                missing[:3],
             )
     return items

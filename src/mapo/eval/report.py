@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 __all__ = ["print_summary", "summary_tables", "write_results"]
@@ -47,7 +45,7 @@ def print_summary(summary: dict[str, dict[str, Any]], label: str = "model", cons
 
 
 def write_results(summary: dict[str, dict[str, Any]], path: str, **extra: Any) -> None:
-    """``{"results": summary, **extra}`` as indented JSON (accuracies are fractions in [0, 1])."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump({"results": summary, **extra}, fh, indent=2, ensure_ascii=False)
+    """``{"results": summary, **extra}`` as indented, always-valid JSON (accuracies are fractions in [0, 1])."""
+    from mapo.eval.store import write_json
+
+    write_json({"results": summary, **extra}, path, indent=2)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mapo.data import DEFAULT_INSTRUCTION, AudioPromptTransform, audio_prompt, format_question
+from mapo.data import DEFAULT_INSTRUCTION, audio_prompt, format_question
+from mapo.data.clips import AudioReadError, ClipReader
 from mapo.eval.items import EvalItem, Prediction
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "encode_prompts",
     "generate_batch",
     "generate_predictions",
+    "clip_reader",
     "load_clips",
     "load_model_and_processor",
     "read_predictions",
@@ -58,6 +60,8 @@ class GenerationSettings:
     instruction: str | None = DEFAULT_INSTRUCTION
     open_instruction: str | None = OPEN_INSTRUCTION
     system_prompt: str | None = None
+    #: reads the items' audio with the long-audio policy (:func:`clip_reader`); ``None``: no length limit.
+    clip_reader: ClipReader | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -72,6 +76,10 @@ def build_messages(
         text = format_question(item.question, item.choices, settings.instruction)
     else:
         text = f"{item.question}\n{settings.open_instruction}" if settings.open_instruction else item.question
+    if not clips:  # the audio ablation "drop": a text-only prompt
+        messages = audio_prompt(np.zeros(1, np.float32), text, settings.system_prompt)
+        messages[-1]["content"] = [messages[-1]["content"][-1]]
+        return messages
     if len(clips) == 1:
         return audio_prompt(clips[0], text, settings.system_prompt)
     # Several clips (a few MMAU-Pro items): one audio part per clip, in order, before the text.
@@ -133,10 +141,30 @@ class PromptBatch:
     inputs: dict[str, torch.Tensor]
 
 
-def load_clips(processor: Any, item: EvalItem) -> list[np.ndarray]:
-    """The item's waveforms, resampled to the feature extractor's rate."""
-    loader = AudioPromptTransform(sampling_rate=int(processor.feature_extractor.sampling_rate))
-    return [loader.load(a, f"item {item.id}") for a in item.audio]
+def clip_reader(model: Any, processor: Any, policy: str = "truncate") -> ClipReader:
+    """A :class:`~mapo.data.clips.ClipReader` at the feature extractor's rate with the longest clip the processor
+    keeps (``ModalitySpec.max_audio_seconds``, or less when this feature extractor keeps less) and the long-audio
+    ``policy`` (eval default: truncate, counted)."""
+    from mapo.modality import resolve_modality
+
+    try:
+        max_seconds = resolve_modality(model).max_audio_seconds
+    except (TypeError, ValueError) as err:
+        logger.warning("unknown model family (%s): long clips are not checked", err)
+        max_seconds = None
+    fe = processor.feature_extractor
+    rate = int(fe.sampling_rate)
+    kept = getattr(fe, "n_samples", None)  # Whisper front-ends keep n_samples and drop the rest
+    if kept:
+        max_seconds = min(max_seconds, kept / rate) if max_seconds is not None else kept / rate
+    return ClipReader(sampling_rate=rate, max_seconds=max_seconds, policy=policy)
+
+
+def load_clips(processor: Any, item: EvalItem, reader: ClipReader | None = None) -> list[np.ndarray]:
+    """The item's audio parts, resampled to the feature extractor's rate (a long clip may give several parts
+    under the ``chunk`` policy). Raises :class:`~mapo.data.clips.AudioReadError` for an unusable clip."""
+    reader = reader or ClipReader(sampling_rate=int(processor.feature_extractor.sampling_rate))
+    return [part for a in item.audio for part in reader.read(a, f"item {item.id}")]
 
 
 def encode_prompts(
@@ -148,7 +176,9 @@ def encode_prompts(
 ) -> PromptBatch:
     """Build and encode the prompts of ``items`` (``clips`` overrides the audio read from the items' paths)."""
     items = list(items)
-    clips = [list(c) for c in clips] if clips is not None else [load_clips(processor, it) for it in items]
+    if clips is None:
+        clips = [load_clips(processor, it, settings.clip_reader) for it in items]
+    clips = [list(c) for c in clips]
     texts = [
         processor.apply_chat_template(
             build_messages(it, c, settings), add_generation_prompt=True, tokenize=False
@@ -158,9 +188,10 @@ def encode_prompts(
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
+        audio = [a for c in clips for a in c]
         inputs = processor(
             text=texts,
-            audio=[a for c in clips for a in c],
+            audio=audio or None,
             sampling_rate=int(processor.feature_extractor.sampling_rate),
             return_tensors="pt",
             padding=True,
@@ -208,40 +239,81 @@ def generate_predictions(
     settings: GenerationSettings | None = None,
     *,
     progress: bool = True,
+    reader: ClipReader | None = None,
+    store: Any = None,
+    transform_clips: Any = None,
 ) -> list[Prediction]:
     """Generate one completion per item (batched, left-padded) and return unscored :class:`Prediction` s.
 
     ``processor`` is the model's processor (tokenizer + feature extractor; ``processor(text=, audio=,
-    sampling_rate=)``). Audio is read from the items' paths and resampled to the feature extractor's rate.
+    sampling_rate=)``). Audio is read with ``reader`` (default: no long-audio limit) from the items' paths and
+    resampled to the feature extractor's rate; an item whose audio cannot be used becomes an unscored prediction
+    with the reason (``Prediction.unreadable``), not a crash. With ``store`` (a
+    :class:`mapo.eval.store.PredictionStore`), finished items are skipped and each batch is appended to disk as
+    soon as it is generated. ``transform_clips(item, clips) -> clips`` rewrites the audio before encoding (the
+    audio ablation).
     """
     from tqdm.auto import tqdm
 
     settings = settings or GenerationSettings()
+    reader = (
+        reader
+        or settings.clip_reader
+        or ClipReader(sampling_rate=int(processor.feature_extractor.sampling_rate))
+    )
     if settings.do_sample:
         torch.manual_seed(settings.seed)
+    todo = [it for it in items if store is None or not store.is_done(it.benchmark, it.id)]
+    if store is not None and len(todo) < len(items):
+        logger.info(
+            "%d of %d items already finished; generating %d", len(items) - len(todo), len(items), len(todo)
+        )
     was_training = model.training
     model.eval()
-    out: list[Prediction] = []
-    bar = tqdm(total=len(items), desc="generating", unit="item", disable=not progress)
+    new: dict[tuple[str, str], Prediction] = {}
+    bar = tqdm(total=len(todo), desc="generating", unit="item", disable=not progress)
     try:
-        for start in range(0, len(items), settings.batch_size):
-            batch = encode_prompts(model, processor, items[start : start + settings.batch_size], settings)
-            ids, mask = generate_batch(model, processor, batch, settings)
-            for it, text in zip(batch.items, decode_completions(model, processor, ids, mask)):
-                out.append(Prediction.from_item(it, text))
-            bar.update(len(batch.items))
+        for start in range(0, len(todo), settings.batch_size):
+            chunk = todo[start : start + settings.batch_size]
+            ready, clips, done = [], [], []
+            for it in chunk:
+                try:
+                    parts = load_clips(processor, it, reader)
+                except AudioReadError as err:
+                    logger.warning("%s", err)
+                    pred = Prediction.from_item(it, "")
+                    pred.unreadable = f"{err.code}: {err.reason}"
+                    done.append(pred)
+                    continue
+                ready.append(it)
+                clips.append(transform_clips(it, parts) if transform_clips is not None else parts)
+            if ready:
+                batch = encode_prompts(model, processor, ready, settings, clips)
+                ids, mask = generate_batch(model, processor, batch, settings)
+                for it, text in zip(batch.items, decode_completions(model, processor, ids, mask)):
+                    done.append(Prediction.from_item(it, text))
+            if store is not None:
+                store.append(done)
+            new.update({(p.benchmark, p.id): p for p in done})
+            bar.update(len(chunk))
     finally:
         bar.close()
         model.train(was_training)
+    out = []
+    for it in items:
+        key = (it.benchmark, it.id)
+        out.append(new[key] if key in new else store.finished[key])
     return out
 
 
 def write_predictions(predictions: Iterable[Prediction], path: str) -> None:
-    """One JSON object per line (``Prediction.to_json``)."""
+    """One JSON object per line (``Prediction.to_json``), replaced atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    tmp = f"{path}.tmp"  # written aside, then renamed: a kill never leaves a half-written predictions file
+    with open(tmp, "w", encoding="utf-8") as fh:
         for pred in predictions:
             fh.write(json.dumps(pred.to_json(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def read_predictions(path: str) -> list[Prediction]:

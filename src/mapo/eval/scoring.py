@@ -4,14 +4,17 @@ Rules (``docs/eval.md`` has the long version):
 
 * **Multiple choice** (MMAU, MMAR, MMSU, MMAU-Pro closed): correct iff the accuracy reward r_acc of training
   (:func:`mapo.rewards.accuracy_reward`) gives 1.0: the final answer after ``</think>`` / inside ``<answer>``
-  must name the correct option (its text or its letter). :func:`match_choice` is the only function that talks
-  to the reward module.
+  must name the correct option (its text or its letter). Identical options are one answer (16 real MMAU
+  test-mini items list the correct option twice): naming either copy is correct. :func:`match_choice` is the only
+  function that talks to the reward module.
 * **Instruction following** (MMAU-Pro): :func:`mapo.eval.instruction_following.check_instruction` on the final
-  answer; unknown ``task_identifier`` s are unscored, never guessed.
+  answer; unknown ``task_identifier`` s are unscored, never guessed. No final answer (e.g. an unclosed
+  ``<think>``) scores 0: negative constraints ("no commas") must not pass on an empty string.
 * **Open** (MMAU-Pro): judge OVERALL grade / 5 (:mod:`mapo.eval.open_judge`); unscored without a judge. An item
   without a final answer gets the lowest grade (1 → 0.2) without asking the judge.
 * **Overall** = micro-average over scored items: (Σ scores) / (number of scored items). Unscored items (invalid
   gold answer, no judge, judge failure, uncheckable instruction) are counted and listed by reason, never scored 0.
+* ``scorer="official"``: each benchmark's published rule instead (:mod:`mapo.eval.official`).
 * **Groups**: the columns of the paper's tables; items with group ``None`` (MMAR's mixed modalities) count in the
   overall score only.
 """
@@ -28,7 +31,17 @@ from mapo.eval.items import Prediction
 from mapo.eval.loaders import BENCHMARKS
 from mapo.eval.open_judge import grade_open
 
-__all__ = ["extract_final_answer", "match_choice", "score_predictions", "summarize"]
+__all__ = [
+    "SCORERS",
+    "extract_final_answer",
+    "gold_options",
+    "match_choice",
+    "score_predictions",
+    "summarize",
+]
+
+#: ``strict`` (default: the accuracy reward's rules) or ``official`` (each benchmark's published rule).
+SCORERS: tuple[str, ...] = ("strict", "official")
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +61,54 @@ def extract_final_answer(prediction: str) -> str | None:
     return extract_answer(completion_text(prediction)).answer
 
 
-def match_choice(prediction: str, answer: str, choices: Sequence[str], answer_match: str = "exact") -> bool:
-    """Whether ``prediction`` answers the multiple-choice item correctly under r_acc's rules (eq. 6)."""
-    from mapo.rewards import accuracy_reward
+def gold_options(answer: str, choices: Sequence[str]) -> tuple[int, ...]:
+    """Indices of the options the gold ``answer`` designates: one, or several *identical* options (one answer).
 
-    return (
-        accuracy_reward([prediction], answer=[answer], choices=[list(choices)], answer_match=answer_match)[0]
-        == 1.0
-    )
+    Raises ``ValueError`` when the answer designates no option or several different ones (a dataset bug).
+    """
+    from mapo.rewards import match_option, resolve_gold
+    from mapo.rewards.extraction import text_key
+
+    match = match_option(answer, choices, mode="exact")
+    if len(match.indices) > 1 and len({text_key(choices[i]) for i in match.indices}) == 1:
+        return match.indices
+    return (resolve_gold(answer, choices),)
+
+
+def _has_identical_options(choices: Sequence[str]) -> bool:
+    from mapo.rewards.extraction import text_key
+
+    keys = [text_key(c) for c in choices]
+    return len(set(keys)) < len(keys)
+
+
+def match_choice(prediction: str, answer: str, choices: Sequence[str], answer_match: str = "exact") -> bool:
+    """Whether ``prediction`` answers the multiple-choice item correctly under r_acc's rules (eq. 6).
+
+    Identical options are one answer: the final answer may name any copy of the correct option (by text or by
+    letter); r_acc itself would call the text ambiguous.
+    """
+    from mapo.rewards import accuracy_reward, match_option
+    from mapo.rewards.extraction import text_key
+
+    if not _has_identical_options(choices):
+        return (
+            accuracy_reward(
+                [prediction], answer=[answer], choices=[list(choices)], answer_match=answer_match
+            )[0]
+            == 1.0
+        )
+    gold = {text_key(choices[i]) for i in gold_options(answer, choices)}
+    final = extract_final_answer(prediction)
+    if final is None:
+        return False
+    match = match_option(final, choices, mode=answer_match)
+    if not match.indices and answer_match == "contains":
+        # "contains" sees the duplicated phrase twice; match it against the distinct options instead.
+        distinct = list(dict.fromkeys(choices))
+        match = match_option(final, distinct, mode="contains")
+        return len(match.indices) == 1 and text_key(distinct[match.indices[0]]) in gold
+    return bool(match.indices) and {text_key(choices[i]) for i in match.indices} <= gold
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,7 +122,7 @@ def _set(pred: Prediction, score: float | None, reason: str = "") -> None:
     pred.correct = None if score is None or pred.kind == "open" else score == 1.0
 
 
-def _score_local(pred: Prediction, answer_match: str) -> None:
+def _score_local(pred: Prediction, answer_match: str, scorer: str = "strict") -> None:
     """Score a choice or instruction item (no judge needed)."""
     if pred.invalid:
         _set(pred, None, f"invalid item: {pred.invalid}")
@@ -78,17 +131,52 @@ def _score_local(pred: Prediction, answer_match: str) -> None:
         if not pred.choices or pred.answer is None:
             _set(pred, None, "invalid item: no choices or no answer")
             return
+        if scorer == "official":
+            _score_official_choice(pred)
+            return
         _set(pred, 1.0 if match_choice(pred.prediction, pred.answer, pred.choices, answer_match) else 0.0)
     elif pred.kind == "instruction":
         meta = pred.meta or {}
+        if pred.extracted is None or not pred.extracted.strip():
+            # No final answer: "no commas" or "at most N words" would pass on an empty string.
+            _set(pred, 0.0)
+            return
         try:
             ok = check_instruction(
-                meta.get("task_identifier"), meta.get("kwargs"), pred.extracted or "", pred.question
+                meta.get("task_identifier"), meta.get("kwargs"), pred.extracted, pred.question
             )
         except UncheckableInstruction as err:
             _set(pred, None, f"uncheckable instruction: {err}")
             return
         _set(pred, 1.0 if ok else 0.0)
+
+
+def _score_official_choice(pred: Prediction) -> None:
+    """The benchmark's published rule (:mod:`mapo.eval.official`) on the final answer."""
+    from mapo.eval.official import mmsu_first_letter, string_match
+
+    assert pred.choices is not None and pred.answer is not None
+    final = pred.extracted or ""
+    if pred.benchmark == "mmsu":
+        idx = mmsu_first_letter(final, len(pred.choices))
+        if idx is None:
+            _set(pred, None, "official MMSU: unparseable answer, dropped from the denominator")
+            return
+        _set(pred, 1.0 if idx in gold_options(pred.answer, pred.choices) else 0.0)
+    elif pred.benchmark == "mmau-pro":
+        from mapo.rewards import match_option
+
+        match = match_option(final, pred.choices, mode="exact") if final else None
+        if match is None or len(match.indices) != 1:
+            _set(
+                pred,
+                None,
+                "official MMAU-Pro: nearest option needs the NV-Embed-v2 model (answer not clear-cut)",
+            )
+            return
+        _set(pred, 1.0 if match.indices[0] in gold_options(pred.answer, pred.choices) else 0.0)
+    else:  # MMAU, MMAR (and any other benchmark): string_match
+        _set(pred, 1.0 if string_match(pred.answer, final, pred.choices) else 0.0)
 
 
 def score_predictions(
@@ -97,6 +185,7 @@ def score_predictions(
     *,
     answer_match: str = "exact",
     rejudge: bool = False,
+    scorer: str = "strict",
 ) -> list[Prediction]:
     """Fill ``extracted``, ``score``, ``correct`` and ``reason`` of every prediction (in place; returned).
 
@@ -105,13 +194,19 @@ def score_predictions(
             the prediction already carries a judge grade from an earlier run).
         answer_match: "exact" (default, r_acc's rule) or "contains" (see :func:`mapo.rewards.accuracy_reward`).
         rejudge: ask the judge again even for predictions that carry a grade.
+        scorer: "strict" (default) or "official" (each benchmark's published rule, :mod:`mapo.eval.official`).
     """
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     preds = list(predictions)
     to_judge: list[Prediction] = []
     for pred in preds:
         pred.extracted = extract_final_answer(pred.prediction)
+        if pred.unreadable:
+            _set(pred, None, f"unreadable audio: {pred.unreadable}")
+            continue
         if pred.kind != "open":
-            _score_local(pred, answer_match)
+            _score_local(pred, answer_match, scorer)
             continue
         if pred.invalid:
             _set(pred, None, f"invalid item: {pred.invalid}")
@@ -124,12 +219,23 @@ def score_predictions(
             _set(pred, None, "no judge: open-ended items need a judge (--judge-url)")
         else:
             to_judge.append(pred)
+    if scorer == "official":
+        from mapo.eval.official import official_open_score
+
+        for pred in preds:
+            if pred.kind == "open" and pred.score is not None:
+                _set(pred, official_open_score(pred.judge))
     if to_judge:
         grades = grade_open(judge, [(p.question, p.answer or "", p.extracted or "") for p in to_judge])
         for pred, grade in zip(to_judge, grades):
             pred.judge = grade
             if "overall" in grade:
-                _set(pred, float(grade["overall"]) / 5.0)
+                if scorer == "official":
+                    from mapo.eval.official import official_open_score
+
+                    _set(pred, official_open_score(grade))
+                else:
+                    _set(pred, float(grade["overall"]) / 5.0)
             else:
                 _set(pred, None, f"judge failed: {grade['error']}")
         failed = sum(1 for p in to_judge if p.score is None)

@@ -488,7 +488,7 @@ def concat_prompt_completion(
 ) -> Concatenated:
     """Concatenate a left-padded prompt ``[B, P]`` and a right-padded completion ``[B, C]``.
 
-    ``query_rows`` selects, along the sequence, the query row that predicts each completion token (design.md §2):
+    ``query_rows`` selects, along the sequence, the query row that predicts each completion token (``docs/design.md`` §2):
     ``x[:, query_rows][:, t]`` belongs to completion token ``t``.
     """
     if prompt_ids.size(0) != completion_ids.size(0):

@@ -2,7 +2,7 @@
 
 These are the two per-token signals of MAPO: log π(y_t | y_<t, x) for the policy-gradient/KL terms and the entropy
 H(π(·|y_<t, x)) whose policy-vs-text-only difference is Δh_t (paper §3.3). Both are aligned on the generated token
-(design.md §2): column t belongs to completion token t and is read from the hidden state of the position just before
+(``docs/design.md`` §2): column t belongs to completion token t and is read from the hidden state of the position just before
 it (P-1+t in a prompt of width P).
 """
 

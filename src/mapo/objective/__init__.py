@@ -1,6 +1,6 @@
 """The MAPO objective as pure tensor math (paper §3, eq. 1-5): tensors in, tensors out; no model, no TRL.
 
-Conventions (design.md §2):
+Conventions (``docs/design.md`` §2):
 
 * Per-token tensors are right-padded ``[B, T]`` and come with a 0/1 (or bool) completion ``mask``. Index t holds
   the quantities of the *generated* token y_t: log π(y_t | y_<t, x), the entropies that produced y_t (hence Δh_t),
@@ -22,7 +22,7 @@ the temporal weight, :func:`agg_loss`), ``policy`` (GRPO advantages, eq. 2, k3 K
 ``attention`` (eq. 4), ``total`` (eq. 5).
 
 All reductions go through :func:`agg_loss` (verl's ``agg_loss`` idea). Hyper-parameter defaults are the paper's
-Table 5 (appendix F); the public code's launcher used different values (research/reference-mapo-release.md §16.1).
+Table 5 (appendix F); the public code's launcher used different values (``docs/design.md`` §9.1).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def sections() -> list[tuple[str, str, str]]:
 
 
 def _reference_example() -> str:
-    """research/reference-mapo-release.md §16.3: one sequence, T = 6, expected L_attn 0.0438661 / 0.1754645."""
+    """docs/design.md §9.2: one sequence, T = 6, expected L_attn 0.0438661 / 0.1754645."""
     m = torch.ones(1, 6, dtype=torch.float64)
     dh = torch.tensor([[0.0, 0.5, 2.0, -1.0, 0.1, 0.0]], dtype=torch.float64)
     gate = torch.tensor([[1.0, 0, 1, 1, 0, 1]], dtype=torch.float64)
@@ -269,7 +269,7 @@ _T_ATTN = (
     "still counts in the mean over G = 4."
 )
 _T_REF = (
-    "The toy sequence of research/reference-mapo-release.md §16.3 (T = 6, C_mask = 5, C_pref = 3, α = 0.1, "
+    "The toy sequence of docs/design.md §9.2 (T = 6, C_mask = 5, C_pref = 3, α = 0.1, "
     "ε = 0.02): the expected values are L_attn = 0.0438661 (failed, Â = 0.01) and 0.1754645 (successful, Â = 0.8)."
 )
 

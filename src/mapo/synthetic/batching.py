@@ -3,9 +3,9 @@
 Prompts are encoded once per distinct question with the real processor (chat template + placeholder expansion)
 and features come from the processor's own ``WhisperFeatureExtractor`` with the processor's padding, so a batch
 built here equals ``processor.apply_chat_template(prompt_of(row), tokenize=True, ...)`` token for token
-(``tests/test_synthetic.py`` checks it). The text-only prompt drops the ``<|audio_bos|> <|AUDIO|>… <|audio_eos|>``
+(``tests/synthetic/test_synthetic.py`` checks it). The text-only prompt drops the ``<|audio_bos|> <|AUDIO|>… <|audio_eos|>``
 run from the ids with :func:`mapo.modality.text_only_prompt`, exactly what the MAPO text-only reference sees
-(design §4).
+(``docs/design.md`` §4).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Encoder:
         return self._prompt_cache[question]
 
     def text_only_ids(self, ids: Sequence[int]) -> list[int]:
-        """Drop the audio placeholder run and its bos/eos markers (the text-only reference prompt, design §4)."""
+        """Drop the audio placeholder run and its bos/eos markers (the text-only reference prompt, ``docs/design.md`` §4)."""
         row = torch.tensor([list(ids)])
         out, _ = text_only_prompt(row, torch.ones_like(row), self.spec, self.pad_id)
         return out[0].tolist()

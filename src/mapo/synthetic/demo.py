@@ -2,13 +2,16 @@
 
 Per seed: build the tone-melody task (a language-prior trap; ``mapo.synthetic.task``), build a random
 ``Qwen2AudioForConditionalGeneration`` offline, warm it up the way real audio LMs are built until it collapses
-(``mapo.synthetic.warmup``), evaluate it, then train three arms from it with outcome-only rewards and the library's
+(``mapo.synthetic.warmup``; cached per seed, budget and code version, ``mapo.synthetic.cache``), evaluate it, then
+train three arms from it with the paper's rewards (accuracy, format, offline consistency; λ 2/1/1) and the library's
 real trainers — GRPO (``AudioGRPOTrainer``), MAPO mask only (η = 0) and MAPO (``MAPOTrainer``) — and evaluate each.
-Prints a table (mean ± std over seeds), writes ``results.json`` and PNG plots, and says where.
+Prints a table (mean ± std over seeds) and sentences computed from it, writes ``results.json`` (with the issue's
+criteria per seed and the paired MAPO − GRPO comparison) and PNG plots (``summary.png`` first), and says where.
 
-    mapo demo                 # ≈ 6-8 min on 2 cores
-    mapo demo --quick         # ≤ 2 min (what CI runs)
-    mapo demo --seeds 3       # repeat and report mean ± std
+    mapo demo                              # one seed, default budget (about 6 min on 2 idle cores)
+    mapo demo --quick                      # small budgets (what CI runs)
+    mapo demo --seeds 3 --first-seed 200   # seeds 200-202, mean ± std
+    mapo demo --no-cache                   # redo the warm-up
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -34,17 +38,28 @@ def run_demo(
     arms: tuple[str, ...] = ("grpo", "mask_only", "mapo"),
     rl_steps: int | None = None,
     progress: bool = True,
+    first_seed: int = 0,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Run the demo and return the ``results.json`` payload (see module docstring)."""
     import torch
     from rich.console import Console
 
+    from .cache import load_warm_model, save_warm_model
     from .evaluate import evaluate
     from .model import build_tiny_audio_lm
-    from .report import aggregate, format_table, plot_all, write_results
+    from .report import (
+        aggregate,
+        check_criteria,
+        comparison,
+        format_table,
+        interpretation,
+        plot_all,
+        write_results,
+    )
     from .rl import ARMS, RL_BUDGETS, RLBudget, run_arm
     from .task import make_task
-    from .warmup import TASK_SIZES, warm_up
+    from .warmup import BUDGETS, TASK_SIZES, warm_up
 
     console = Console() if progress else None
     budget = "quick" if quick else "default"
@@ -55,6 +70,12 @@ def run_demo(
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
     os.makedirs(output_dir, exist_ok=True)
+    # TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecates in favour of
+    # `is_activation_checkpointing`: a warning the user can do nothing about, filtered here only (the trainers are
+    # configured with the non-deprecated `activation_checkpointing`).
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     torch.set_num_threads(
         min(2, os.cpu_count() or 1)
     )  # results are deterministic per seed *and* thread count
@@ -62,12 +83,18 @@ def run_demo(
     started = time.perf_counter()
     per_seed, timings, trajectories, processor = [], [], {}, None
 
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         _say(console, f"\n[bold]seed {seed}[/bold] — task, model, warm-up ({budget} budget)")
         t0 = time.perf_counter()
         task = make_task(seed=seed, n_train=n_train, n_eval=n_eval, n_rl=512)
         model, processor = build_tiny_audio_lm(seed=seed)
-        report = warm_up(model, processor, task, budget=budget, seed=seed, progress=progress)
+        report = load_warm_model(model, seed, BUDGETS[budget]) if use_cache else None
+        if report is not None:
+            _say(console, "  warm-up loaded from the cache (--no-cache to redo it)")
+        else:
+            report = warm_up(model, processor, task, budget=budget, seed=seed, progress=progress)
+            if use_cache:
+                save_warm_model(model, seed, BUDGETS[budget], report)
         model.eval()
         eval_rows = list(task.prior) + list(task.trap)
         base_metrics = evaluate(model, processor, eval_rows, return_records=True)
@@ -104,7 +131,7 @@ def run_demo(
             )
         per_seed.append(rows)
         timings.append(seed_times)
-        if seed == 0:  # one trap item, the same for every model, for the Fig. 2/6-style trajectory
+        if seed == first_seed:  # one trap item, the same for every model, for the Fig. 2/6-style trajectory
             trap_id = next(r["row"]["id"] for r in base_records if r["row"]["trap"])
             trajectories = {
                 name: next((r for r in recs if r["row"]["id"] == trap_id), None)
@@ -113,11 +140,17 @@ def run_demo(
 
     summary = aggregate(per_seed)
     table = format_table(summary, seeds)
+    sentences = interpretation(summary, per_seed)
     plots = plot_all(per_seed, trajectories, processor.tokenizer, output_dir)
     payload = {
-        "command": "mapo demo" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds > 1 else ""),
+        "command": "mapo demo"
+        + (" --quick" if quick else "")
+        + (f" --seeds {seeds}" if seeds > 1 else "")
+        + (f" --first-seed {first_seed}" if first_seed else ""),
         "budget": budget,
         "seeds": seeds,
+        "first_seed": first_seed,
+        "torch_threads": torch.get_num_threads(),
         "rl_budget": asdict(rl_budget),
         "arms": {a: ARMS[a][0] for a in arms},
         "summary": summary,
@@ -125,6 +158,9 @@ def run_demo(
         "timings_seconds": timings,
         "total_seconds": time.perf_counter() - started,
         "table": table,
+        "interpretation": sentences,
+        "comparison": comparison(per_seed) if {"grpo", "mapo"} <= set(arms) else {},
+        "criteria": check_criteria(per_seed, first_seed),
         "plots": [os.path.basename(p) for p in plots],
     }
     write_results(os.path.join(output_dir, "results.json"), payload)
@@ -140,6 +176,9 @@ def run_demo(
             "pattern; a_t early/late = notes 1-2 / 5-6; Δh P=R@K = precision (= recall) of the top-|Δh| tokens "
             "as audio-dependent note tokens."
         )
+        console.print("\n[bold]What it shows[/bold] (computed from the numbers above)")
+        for sentence in sentences:
+            console.print(f"• {sentence}")
         console.print(
             f"\nwrote {os.path.abspath(os.path.join(output_dir, 'results.json'))} and "
             f"{', '.join(os.path.basename(p) for p in plots)} in {os.path.abspath(output_dir)} "
@@ -153,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="mapo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small budgets: ≤ 2 minutes on 2 cores (CI)")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat over seeds 0..N-1 and report mean ± std")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat over N seeds and report mean ± std")
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds K..K+N-1 (default 0)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="redo the warm-up even if a cached warmed-up model exists"
+    )
     parser.add_argument("--output-dir", default="mapo-demo-output", help="where results.json and the PNGs go")
     parser.add_argument("--arms", nargs="+", default=["grpo", "mask_only", "mapo"], help="RL arms to run")
     parser.add_argument("--rl-steps", type=int, default=None, help="override the RL steps per arm")
@@ -161,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be ≥ 1")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be ≥ 0")
     run_demo(
         quick=args.quick,
         seeds=args.seeds,
@@ -168,5 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         arms=tuple(args.arms),
         rl_steps=args.rl_steps,
         progress=not args.no_progress,
+        first_seed=args.first_seed,
+        use_cache=not args.no_cache,
     )
     return 0

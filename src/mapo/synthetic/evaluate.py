@@ -9,7 +9,7 @@ For each batch of rows (all share the question, so prompts have one length P):
      the attention mass on ``<|AUDIO|>`` keys, max over heads, mean over the target layers (default: the last
      five decoder layers, i.e. all layers of a small model);
    * policy entropy H(π_θ(·|y_<t, x)) and text-only reference entropy H(π(·|y_<t, x_text)) of the *same* model
-     with the audio span removed from the prompt (design §4), fp32, temperature 1; Δh_t = H_text − H_policy
+     with the audio span removed from the prompt (``docs/design.md`` §4), fp32, temperature 1; Δh_t = H_text − H_policy
      (MAPO §3.3).
 
 Metrics (keys ``"<split>/<name>"``, splits as in the rows' ``split`` field):
@@ -77,7 +77,7 @@ def completion_signals(
       (:func:`mapo.modality.completion_logps_and_entropies`);
     * h_text: entropy of ``text_reference`` (default: the same model; MAPO's π_text-ref is the frozen base)
       given the text-only prompt (:func:`mapo.modality.text_only_prompt`: audio placeholders and their markers
-      removed, no features) and the unchanged completion (§3.3, design §4).
+      removed, no features) and the unchanged completion (§3.3, ``docs/design.md`` §4).
     """
     p, width = batch.prompt_len, batch.completion_mask.shape[1]
     mask = batch.completion_mask.float()

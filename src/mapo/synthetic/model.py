@@ -95,7 +95,7 @@ def build_tokenizer(config: TaskConfig | None = None, vocab_size: int = 400):
     """The task's byte-level BPE as a ``PreTrainedTokenizerFast`` (left padding, eos ``<|im_end|>``).
 
     ``vocab_size`` counts the 256 byte symbols and the specials; the rest are merges, enough for every task word
-    to become one token (checked in ``tests/test_synthetic.py``).
+    to become one token (checked in ``tests/synthetic/test_synthetic.py``).
     """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast

@@ -10,7 +10,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COLUMNS", "aggregate", "format_table", "plot_all", "write_results"]
+__all__ = [
+    "COLUMNS",
+    "EXTRA_METRICS",
+    "aggregate",
+    "check_criteria",
+    "comparison",
+    "format_table",
+    "interpretation",
+    "paired_differences",
+    "plot_all",
+    "plot_summary",
+    "write_results",
+]
 
 #: (key in the evaluation dict, column header) of the summary table.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,7 +48,7 @@ def aggregate(per_seed: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[s
     rows = per_seed[0].keys()
     for row in rows:
         out[row] = {}
-        for key, _ in COLUMNS:
+        for key in [k for k, _ in COLUMNS] + list(EXTRA_METRICS):
             vals = _finite([seed[row]["metrics"].get(key) for seed in per_seed])
             if not vals:
                 continue
@@ -188,11 +200,182 @@ def plot_trap_trajectory(records_by_row: dict[str, dict], tokenizer, path: str) 
 
 def plot_all(per_seed: Sequence[dict], trajectories: dict[str, dict], tokenizer, out_dir: str) -> list[str]:
     paths = [
+        os.path.join(out_dir, "summary.png"),
         os.path.join(out_dir, "accuracy_curves.png"),
         os.path.join(out_dir, "audio_mass_by_position.png"),
         os.path.join(out_dir, "trap_example_trajectory.png"),
     ]
-    plot_accuracy_curves(per_seed, paths[0])
-    plot_mass_by_position(per_seed, paths[1])
-    plot_trap_trajectory(trajectories, tokenizer, paths[2])
+    plot_summary(per_seed, paths[0])
+    plot_accuracy_curves(per_seed, paths[1])
+    plot_mass_by_position(per_seed, paths[2])
+    plot_trap_trajectory(trajectories, tokenizer, paths[3])
     return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The issue's acceptance criteria, the paired comparison, the interpretation and the summary figure
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Metrics aggregated beside :data:`COLUMNS` in ``summary`` (not shown in the table).
+EXTRA_METRICS: tuple[str, ...] = (
+    "prior/format_ok",
+    "trap/format_ok",
+    "prior/late_note_acc",
+    "trap/early_note_acc",
+)
+
+
+def paired_differences(per_seed: Sequence[dict], a: str, b: str, key: str) -> dict[str, Any]:
+    """``a − b`` on ``key`` per seed, with mean, std (ddof 1), standard error and the count of positive seeds."""
+    diffs = [
+        float(s[a]["metrics"][key] - s[b]["metrics"][key])
+        for s in per_seed
+        if a in s and b in s and s[a]["metrics"].get(key) is not None and s[b]["metrics"].get(key) is not None
+    ]
+    arr = np.asarray(diffs, dtype=float)
+    n = len(arr)
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
+    return {
+        "per_seed": diffs,
+        "mean": float(arr.mean()) if n else float("nan"),
+        "std": std,
+        "sem": std / math.sqrt(n) if n > 1 else float("nan"),
+        "n": n,
+        "positive": int((arr > 0).sum()),
+    }
+
+
+def check_criteria(per_seed: Sequence[dict], first_seed: int = 0) -> dict[str, Any]:
+    """Per seed, the demo's claims as booleans with the numbers behind them (issue thresholds).
+
+    * collapse in the base: trap late/early a_t ≤ 0.75 and ≥ 50 % of late trap notes following the prior;
+    * every RL arm: in-prior answer accuracy ≥ base − 0.05 and ≥ 95 % well-formed completions (both splits);
+    * MAPO vs GRPO: trap late a_t ≥ 1.3 × GRPO's and trap late/early ≥ GRPO's + 0.15.
+    """
+    out: dict[str, Any] = {"per_seed": [], "all": {}}
+    for i, s in enumerate(per_seed):
+        base = s["base"]["metrics"]
+        row: dict[str, Any] = {"seed": first_seed + i}
+        row["base_collapsed"] = bool(
+            base["trap/attn_ratio"] <= 0.75 and base["trap/late_follow_prior"] >= 0.5
+        )
+        for arm in [a for a in s if a != "base"]:
+            m = s[arm]["metrics"]
+            row[f"{arm}_keeps_prior"] = bool(m["prior/answer_acc"] >= base["prior/answer_acc"] - 0.05)
+            row[f"{arm}_well_formed"] = bool(min(m["prior/format_ok"], m["trap/format_ok"]) >= 0.95)
+        if "mapo" in s and "grpo" in s:
+            mapo, grpo = s["mapo"]["metrics"], s["grpo"]["metrics"]
+            row["mapo_late_mass_x_grpo"] = float(mapo["trap/attn_late"] / max(grpo["trap/attn_late"], 1e-12))
+            row["mapo_late_mass_ok"] = bool(row["mapo_late_mass_x_grpo"] >= 1.3)
+            row["mapo_ratio_minus_grpo"] = float(mapo["trap/attn_ratio"] - grpo["trap/attn_ratio"])
+            row["mapo_ratio_ok"] = bool(row["mapo_ratio_minus_grpo"] >= 0.15)
+        out["per_seed"].append(row)
+    flags = sorted({k for r in out["per_seed"] for k, v in r.items() if isinstance(v, bool)})
+    out["all"] = {k: all(r.get(k, False) for r in out["per_seed"]) for k in flags}
+    return out
+
+
+def comparison(per_seed: Sequence[dict]) -> dict[str, Any]:
+    """MAPO − GRPO (and mask-only − GRPO) per seed on the accuracy and attention figures of the trap split."""
+    keys = ("trap/answer_acc", "trap/late_note_acc", "trap/attn_late", "trap/attn_ratio", "prior/answer_acc")
+    out: dict[str, Any] = {}
+    for arm in ("mapo", "mask_only"):
+        if all(arm in s and "grpo" in s for s in per_seed):
+            out[f"{arm}_minus_grpo"] = {k: paired_differences(per_seed, arm, "grpo", k) for k in keys}
+    return out
+
+
+def _noise_word(d: dict[str, Any]) -> str:
+    """'beyond seed noise' when the paired mean is more than two standard errors from 0, else 'within'."""
+    if d["n"] < 2 or not math.isfinite(d["sem"]) or d["sem"] == 0:
+        return "one seed, so seed noise is unknown" if d["n"] < 2 else "identical on every seed"
+    return "beyond seed noise (> 2 standard errors)" if abs(d["mean"]) > 2 * d["sem"] else "within seed noise"
+
+
+def interpretation(summary: dict, per_seed: Sequence[dict]) -> list[str]:
+    """Two to four sentences computed from the numbers: collapse, attention, accuracy, in-prior accuracy."""
+    n = len(per_seed)
+    mean = lambda row, key: summary[row][key]["mean"]  # noqa: E731
+    lines = []
+    base_profile = np.nanmean(
+        [s["base"]["metrics"]["trap/attn_note_profile"] for s in per_seed], axis=0
+    ).tolist()
+    lines.append(
+        f"The warmed-up model {'collapses' if mean('base', 'trap/attn_ratio') <= 0.75 else 'only partly collapses'}"
+        f": on trap items its audio mass falls from {base_profile[0]:.2f} at note 1 to {base_profile[-1]:.2f} at "
+        f"note {len(base_profile)} (late/early {mean('base', 'trap/attn_ratio'):.2f}) and "
+        f"{100 * mean('base', 'trap/late_follow_prior'):.0f} % of its late trap notes follow the prior."
+    )
+    if "mapo" in summary and "grpo" in summary:
+        ratio = mean("mapo", "trap/attn_late") / max(mean("grpo", "trap/attn_late"), 1e-12)
+        verb = "keeps more" if ratio > 1 else "does not keep more"
+        lines.append(
+            f"MAPO {verb} audio attention late in the chain than GRPO: late a_t {mean('mapo', 'trap/attn_late'):.2f}"
+            f" vs {mean('grpo', 'trap/attn_late'):.2f} ({ratio:.2f}×), late/early "
+            f"{mean('mapo', 'trap/attn_ratio'):.2f} vs {mean('grpo', 'trap/attn_ratio'):.2f}."
+        )
+        cmp = comparison(per_seed)["mapo_minus_grpo"]
+        acc, late = cmp["trap/answer_acc"], cmp["trap/late_note_acc"]
+
+        def part(name: str, d: dict) -> str:
+            sign = "higher" if d["mean"] > 0 else "lower" if d["mean"] < 0 else "equal"
+            return (
+                f"{name} {d['mean']:+.3f} ({sign}; {d['positive']}/{d['n']} seeds positive, {_noise_word(d)})"
+            )
+
+        lines.append(
+            f"Paired over {n} seed{'s' if n > 1 else ''}, MAPO − GRPO on trap items: "
+            f"{part('answer accuracy', acc)}, {part('late-note accuracy', late)}."
+        )
+    arms = [a for a in summary if a != "base"]
+    drops = {a: mean(a, "prior/answer_acc") - mean("base", "prior/answer_acc") for a in arms}
+    worst = min(drops, key=drops.get) if drops else None
+    if worst is not None:
+        lines.append(
+            f"In-prior accuracy: base {mean('base', 'prior/answer_acc'):.2f}, "
+            + ", ".join(f"{ROW_LABELS.get(a, a)} {mean(a, 'prior/answer_acc'):.2f}" for a in arms)
+            + (
+                " — no RL arm lost in-prior accuracy beyond 0.05."
+                if drops[worst] >= -0.05
+                else f" — {ROW_LABELS.get(worst, worst)} lost {-drops[worst]:.2f}."
+            )
+        )
+    return lines
+
+
+def plot_summary(per_seed: Sequence[dict], path: str) -> None:
+    """One figure: audio mass by note position (trap; base / GRPO / MAPO; thin lines = seeds) and trap
+    late-note accuracy per model with one point per seed."""
+    plt = _plt()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.3, 1]})
+    colours = {"base": "tab:gray", "grpo": "tab:blue", "mask_only": "tab:green", "mapo": "tab:red"}
+    for row in ("base", "grpo", "mapo"):
+        if row not in per_seed[0]:
+            continue
+        arr = np.array([s[row]["metrics"]["trap/attn_note_profile"] for s in per_seed], dtype=float)
+        x = np.arange(1, arr.shape[1] + 1)
+        for prof in arr:
+            ax0.plot(x, prof, color=colours[row], alpha=0.25, lw=1)
+        ax0.plot(x, np.nanmean(arr, 0), color=colours[row], marker="o", lw=2.2, label=ROW_LABELS[row])
+    ax0.set_xlabel("note k in the chain of thought (trap items; notes 5-6 break the pattern)")
+    ax0.set_ylabel("audio attention mass a_t")
+    ax0.set_ylim(0, 1.02)
+    ax0.set_title("audio attention along the chain")
+    ax0.grid(alpha=0.3)
+    ax0.legend(fontsize=8)
+    rows = [r for r in ("base", "grpo", "mask_only", "mapo") if r in per_seed[0]]
+    rng = np.random.default_rng(0)  # jitter only
+    for i, row in enumerate(rows):
+        vals = np.array([s[row]["metrics"]["trap/late_note_acc"] for s in per_seed], dtype=float)
+        ax1.bar(i, np.nanmean(vals), color=colours[row], alpha=0.35)
+        ax1.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, color=colours[row], s=18, zorder=3)
+    ax1.set_xticks(range(len(rows)), [ROW_LABELS[r].replace(" (η=0)", "\n(η=0)") for r in rows], fontsize=8)
+    ax1.set_ylabel("late-note accuracy (notes 5-6, trap)")
+    ax1.set_ylim(0, 1.02)
+    ax1.set_title(
+        f"chain faithfulness on trap items ({len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})"
+    )
+    ax1.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,6 +1,6 @@
 """Supervised warm-up that builds the tiny audio LM the way real audio LLMs are built, so that it collapses.
 
-The feasibility study (``shared/research/synthetic-feasibility.md``) found that a tiny model trained jointly on
+A feasibility study made before this package (its findings are rows E5–E6 of ``docs/synthetic.md``) found that a tiny model trained jointly on
 clean audio + chain never collapses: reading the audio is easier than using the prior. Collapse appears when the
 prior lives in the language model *before* audio arrives. Stages, in order (0 steps skips one):
 

@@ -5,7 +5,8 @@ reference and training log-probs), so a plain run trains on the placeholder embe
 ``__init__`` crashes for configs without ``image_token_id`` (Qwen2-Audio). This layer fixes both with thin
 overrides and is the GRPO baseline of the paper. It knows nothing about MAPO.
 
-Override points (all exist in TRL 1.16 with these parameters; ``tests/trainer/test_trl_contract.py`` checks it):
+Override points (their order inside TRL and what TRL reads after each: :data:`mapo.trainer.protocol.TRL_PROTOCOL`,
+checked by ``tests/trainer/test_trl_contract.py``):
 
 * ``_tokenize_prompts``: keep the audio features the processor produced for the generation batch.
 * ``_generate_and_score_completions``: make them visible to TRL's scoring forwards, then add them to the batch dict

@@ -16,7 +16,8 @@ Per micro-batch (``_compute_loss``), TRL's own loss runs unchanged, with two hoo
 2. the forward runs inside an audio-attention capture (:func:`mapo.probe.audio_attention`), and η·L_attn is added
    to TRL's loss.
 
-TRL's loss body is never copied; ``tests/trainer/test_trl_contract.py`` pins the TRL facts these hooks rely on.
+TRL's loss body is never copied. The call order of these hooks inside TRL, and what TRL reads after each, is
+:data:`mapo.trainer.protocol.TRL_PROTOCOL`; ``tests/trainer/test_trl_contract.py`` checks it against TRL.
 """
 
 from __future__ import annotations
@@ -32,16 +33,16 @@ from ..pos_gate import pos_gate_batch
 from ..probe import audio_attention, enable_probe_attention, resolve_target_layers
 from .audio_grpo import AudioGRPOTrainer, _is_peft
 from .config import MAPOConfig
+from .protocol import (  # the batch-dict keys MAPO adds (TRL_PROTOCOL.batch_keys)
+    ATTN_COEF_KEY,
+    DELTA_H_KEY,
+    FAILED_KEY,
+    POS_GATE_KEY,
+    SEQ_ADVANTAGES_KEY,
+    TEXT_ENTROPY_KEY,
+)
 
 logger = logging.getLogger(__name__)
-
-# Keys MAPOTrainer adds to TRL's batch dict ([B] or [B, T] tensors, so they survive TRL's shuffle/split).
-TEXT_ENTROPY_KEY = "mapo_text_entropy"  # H(π_text-ref) per completion token, generation time
-SEQ_ADVANTAGES_KEY = "mapo_seq_advantages"  # Â per sequence, before ω̃ is folded in
-POS_GATE_KEY = "mapo_pos_gate"  # g^pos per completion token
-FAILED_KEY = "mapo_failed"  # 1[r_acc ≤ θ_fail] per sequence
-DELTA_H_KEY = "mapo_delta_h"  # Δh per completion token, written at loss time (live policy entropy)
-ATTN_COEF_KEY = "mapo_attn_coef"  # detached coefficients of eq. 4, written at loss time
 
 
 class MAPOTrainer(AudioGRPOTrainer):
@@ -325,7 +326,7 @@ class MAPOTrainer(AudioGRPOTrainer):
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         p, c = prompt_ids.size(1), completion_ids.size(1)
-        # The query predicting completion token t sits at position P-1+t (design.md §2).
+        # The query predicting completion token t sits at position P-1+t (docs/design.md §2).
         query_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         query_mask[:, p - 1 : p - 1 + c] = inputs["completion_mask"].bool()
         keys = audio_key_mask(
