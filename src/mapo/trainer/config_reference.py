@@ -50,6 +50,10 @@ SYMBOLS: dict[str, tuple[str, str]] = {
     "text_reference_model": ("π_text-ref (§3.3)", "path or None"),
     "attention_only": ("—", "bool (needs η > 0)"),
     "allow_non_grpo_loss": ("—", "bool"),
+    "vllm_weight_sync": ("—", "'auto', 'nccl', 'reload'"),
+    "vllm_sync_dir": ("—", "directory or null"),
+    "vllm_drift_tolerance": ("—", "> 0 nats, or null (off)"),
+    "vllm_llm_kwargs": ("—", "dict / JSON"),
     "attention_layers": ("L_tgt", "deprecated name of target_layers"),
 }
 
