@@ -16,6 +16,7 @@ commands:
   diagnose   attention/Δh trajectories, evidence masking, POS entropy, probes, modality gap (mapo diagnose --help)
   check-data validate training JSONL files (audio, duration, gold answer) and print clip-length statistics
   example    print the worked example of the objective (eq. 1-5) on one small group
+  vllm-serve vLLM rollout server for audio models (TRL's vllm-serve options; docs/vllm.md)
 
 Any command: --debug shows the full traceback of an error (by default a user error prints one 'error:' line
 and exits with code 2).
@@ -105,6 +106,10 @@ def _dispatch(argv: list[str]) -> int:
         from .objective.worked_example import main as example_main
 
         example_main(rest)
+    elif command == "vllm-serve":
+        from .trainer.rollout.serve import main as serve_main
+
+        return serve_main(rest)
     else:
         print(f"mapo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

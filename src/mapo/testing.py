@@ -33,6 +33,9 @@ __all__ = [
     "tiny_qwen2_audio_processor",
     "tiny_qwen25_omni_thinker",
     "tiny_qwen3_omni_thinker",
+    "tiny_qwen2_audio_for_vllm",
+    "save_tiny_omni_for_vllm",
+    "tiny_real_omni_processor",
     "train_byte_level_bpe",
 ]
 
@@ -113,11 +116,12 @@ def tiny_perceptron_tagger():
     return model
 
 
-def tiny_bpe_tokenizer(vocab_size: int = 400):
+def tiny_bpe_tokenizer(vocab_size: int = 400, named_tokens: dict[str, str] | None = None):
     """A Qwen-style byte-level BPE tokenizer (``Ġ`` space and ``Ċ`` newline markers) trained offline.
 
     All :data:`TINY_SPECIAL_TOKENS` are special tokens; ``audio_token`` etc. are exposed as named extra special
-    tokens because the Qwen processors read ``tokenizer.audio_token``.
+    tokens because the Qwen processors read ``tokenizer.audio_token``. ``named_tokens`` (e.g.
+    ``{"audio_token": "<|audio_pad|>"}``) become attributes ``tokenizer.audio_token`` / ``audio_token_id``.
     """
     from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -128,6 +132,7 @@ def tiny_bpe_tokenizer(vocab_size: int = 400):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=list(TINY_SPECIAL_TOKENS[1:]),
+        **({"model_specific_special_tokens": named_tokens} if named_tokens else {}),
     )
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TINY_TEMPLATE_TOKENS])
     tok.padding_side = "left"
@@ -251,10 +256,21 @@ def _omni_token_ids(tokenizer) -> dict[str, int]:
     }
 
 
+def _mrope_section(head_dim: int) -> list[int]:
+    """The (temporal, height, width) rotary split of an Omni thinker; it must sum to head_dim / 2 ([2, 3, 3] at 16)."""
+    return [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
+
+
 def tiny_qwen25_omni_thinker(
-    vocab_size: int = 448, num_layers: int = 2, seed: int = 0, attn_implementation: str = "sdpa"
+    vocab_size: int = 448,
+    num_layers: int = 2,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
 ) -> TinyOmni:
-    """A ``Qwen2_5OmniThinkerForConditionalGeneration`` with random weights (head_dim 16, GQA 4/2)."""
+    """A ``Qwen2_5OmniThinkerForConditionalGeneration`` with random weights (hidden 64; default head_dim 16, GQA
+    4/2; ``num_heads=2, num_kv_heads=1`` gives the head_dim 32 vLLM's CPU attention needs)."""
     from transformers.models.qwen2_5_omni import (
         Qwen2_5OmniThinkerConfig,
         Qwen2_5OmniThinkerForConditionalGeneration,
@@ -286,9 +302,13 @@ def tiny_qwen25_omni_thinker(
             "hidden_size": 64,
             "intermediate_size": 128,
             "num_hidden_layers": num_layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": num_kv_heads,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": _mrope_section(64 // num_heads),
+            },
         },
         audio_token_index=ids["audio_token_id"],
         image_token_index=ids["image_token_id"],
@@ -317,9 +337,15 @@ def tiny_qwen25_omni_thinker(
 
 
 def tiny_qwen3_omni_thinker(
-    vocab_size: int = 448, num_layers: int = 2, seed: int = 0, attn_implementation: str = "sdpa"
+    vocab_size: int = 448,
+    num_layers: int = 2,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
 ) -> TinyOmni:
-    """A ``Qwen3OmniMoeThinkerForConditionalGeneration`` with random weights (MoE text model, 4 experts)."""
+    """A ``Qwen3OmniMoeThinkerForConditionalGeneration`` with random weights (MoE text model, 4 experts; heads as in
+    :func:`tiny_qwen25_omni_thinker`)."""
     from transformers.models.qwen3_omni_moe import (
         Qwen3OmniMoeThinkerConfig,
         Qwen3OmniMoeThinkerForConditionalGeneration,
@@ -349,6 +375,9 @@ def tiny_qwen3_omni_thinker(
             "out_hidden_size": 64,
             "deepstack_visual_indexes": [0],
             "num_position_embeddings": 64,
+            # read by vLLM's Qwen3-Omni vision tower: 8 x 8 patches of 16 (= num_position_embeddings), an embedding table
+            "image_size": 128,
+            "apply_vit_abs_pos_embed": True,
         },
         text_config={
             "vocab_size": vocab_size,
@@ -358,12 +387,12 @@ def tiny_qwen3_omni_thinker(
             "num_experts": 4,
             "num_experts_per_tok": 2,
             "num_hidden_layers": num_layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": num_kv_heads,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1e6,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": _mrope_section(64 // num_heads),
                 "mrope_interleaved": True,
             },
         },
@@ -482,3 +511,77 @@ def tiny_omni_processor(chunk_seconds: int = 1):
         audio_bos_token="<|audio_start|>",
         audio_eos_token="<|audio_end|>",
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shapes vLLM's CPU engine needs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def tiny_qwen2_audio_for_vllm(seed: int = 0):
+    """``(model, processor)``: a tiny Qwen2-Audio with the shapes vLLM's CPU engine accepts.
+
+    vLLM's CPU attention supports head sizes 32..512 (head_dim 32 here: hidden 64, 2 heads, 1 KV head), and its
+    Qwen2-Audio input schema fixes 3000 mel frames, i.e. a 30 s Whisper window (``chunk_seconds=30``) and 1500 audio
+    encoder positions. A 1 s clip still expands to 25 placeholders (the feature mask counts).
+    """
+    processor = tiny_qwen2_audio_processor(chunk_seconds=30)
+    model = tiny_qwen2_audio(
+        tokenizer=processor.tokenizer,
+        hidden_size=64,
+        num_heads=2,
+        num_kv_heads=1,
+        max_source_positions=1500,
+        seed=seed,
+    )
+    return model, processor
+
+
+def tiny_real_omni_processor(family: str, chunk_seconds: int = 1):
+    """The family's real Omni processor (``Qwen2_5OmniProcessor`` / ``Qwen3OmniMoeProcessor``) on the tiny tokenizer.
+
+    It needs an importable ``torchvision`` (its video processor), which the CPU torch build cannot load: the vLLM
+    tests put a test-only stand-in on the path. The Omni chat template renders one audio part as
+    ``<|audio_start|><|audio_pad|><|audio_end|>``.
+    """
+    from transformers import Qwen2VLImageProcessor, WhisperFeatureExtractor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    if family == "qwen2_5_omni_thinker":
+        from transformers import Qwen2_5OmniProcessor as cls
+    else:
+        from transformers import Qwen3OmniMoeProcessor as cls
+    fe = WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_seconds
+    )
+    return cls(
+        image_processor=Qwen2VLImageProcessor(),
+        video_processor=Qwen2VLVideoProcessor(),
+        feature_extractor=fe,
+        tokenizer=tiny_bpe_tokenizer(named_tokens=_OMNI_NAMED_TOKENS),
+        chat_template=_OMNI_CHAT_TEMPLATE,
+    )
+
+
+#: The token names the Omni processors read from their tokenizer, on the ids the tiny Omni thinkers are built with.
+_OMNI_NAMED_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "audio_token": "<|audio_pad|>",
+    "vision_bos_token": "<|vision_start|>",
+    "vision_eos_token": "<|vision_end|>",
+    "audio_bos_token": "<|audio_start|>",
+    "audio_eos_token": "<|audio_end|>",
+}
+
+
+def save_tiny_omni_for_vllm(directory: str, family: str = "qwen2_5_omni_thinker", seed: int = 0) -> str:
+    """Save a tiny Omni thinker as a full Omni checkpoint vLLM loads (``thinker.`` weights, ``thinker_config``,
+    the real Omni processor; head_dim 32). Load the trainable thinker back with
+    :func:`mapo.modality.load_policy_model`. Needs an importable ``torchvision`` (see
+    :func:`tiny_real_omni_processor`)."""
+    from .trainer.rollout.checkpoint import save_vllm_checkpoint
+
+    factory = tiny_qwen25_omni_thinker if family == "qwen2_5_omni_thinker" else tiny_qwen3_omni_thinker
+    tiny = factory(seed=seed, num_heads=2, num_kv_heads=1)
+    return save_vllm_checkpoint(tiny.model, tiny_real_omni_processor(family), directory)

@@ -290,7 +290,8 @@ def test_text_reference_with_another_vocabulary_is_refused(qwen2_audio, tmp_path
         ({"target_layers": [-1]}, "target_layers must be distinct non-negative"),
         ({"target_layers": [1, 1]}, r"target_layers must be distinct .* got \[1, 1\]"),
         ({"target_layers": "0,0"}, r"target_layers must be distinct .* got \[0, 0\]"),
-        ({"use_vllm": True}, "vLLM"),
+        ({"vllm_weight_sync": "ipc"}, "vllm_weight_sync must be"),
+        ({"vllm_drift_tolerance": 0.0}, "vllm_drift_tolerance must be > 0"),
     ],
 )
 def test_config_validation(tmp_path, overrides, message):

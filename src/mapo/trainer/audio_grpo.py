@@ -41,6 +41,7 @@ from .audio_canary import AudioCanary
 from .checkpoints import checkpoint_step, resolve_resume
 from .config_checks import check_reward_funcs
 from .missing_rewards import handle_missing_rewards
+from .rollout import VLLMAudioRollouts
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class _ModelWithAudio:
         return self.model(*args, **kwargs, **self.audio)
 
 
-class AudioGRPOTrainer(GRPOTrainer):
+class AudioGRPOTrainer(VLLMAudioRollouts, GRPOTrainer):
     """GRPO for audio language models (Qwen2-Audio, Qwen2.5-Omni / Qwen3-Omni thinkers, ...).
 
     Same arguments as ``trl.GRPOTrainer``. Additionally:
@@ -70,6 +71,8 @@ class AudioGRPOTrainer(GRPOTrainer):
     * ``train_dataset`` rows with an ``audio`` column (path, array or ``datasets.Audio``) and a ``question`` are
       turned into conversational prompts with one audio part by a lazy transform
       (:class:`mapo.data.AudioPromptTransform`); rows with a ``prompt`` are normalised. Exactly one clip per prompt.
+    * ``use_vllm=True`` generates the rollouts with vLLM, with the audio, in colocate or server mode
+      (:class:`mapo.trainer.rollout.VLLMAudioRollouts`, docs/vllm.md).
     """
 
     def __init__(

@@ -148,6 +148,34 @@ class MAPOConfig(GRPOConfig):
             "help": "Diagnostic mode: train on η·L_attn alone (the policy-gradient and KL terms get weight 0)."
         },
     )
+    # ---- vLLM rollouts (docs/vllm.md) ----------------------------------------------------------------------------
+    vllm_weight_sync: str = field(
+        default="auto",
+        metadata={
+            "help": "Server mode weight sync: 'auto' (NCCL when the trainer is on CUDA, else 'reload'), 'nccl', or "
+            "'reload' (save to vllm_sync_dir, the server reloads the file)."
+        },
+    )
+    vllm_sync_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Directory of the 'reload' weight sync, seen by the server at the same path "
+            "(default <output_dir>/vllm-sync)."
+        },
+    )
+    vllm_drift_tolerance: float | None = field(
+        default=0.05,
+        metadata={
+            "help": "Largest mean |log p_vLLM - log p_trainer| (nats per token) of the sampled tokens accepted in the "
+            "first generation after a weight sync; beyond it training stops. None disables the check."
+        },
+    )
+    vllm_llm_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra vllm.LLM arguments in colocate mode, e.g. {'enforce_eager': true} (a JSON string on the command line)."
+        },
+    )
     attention_layers: list[int] | None = field(
         default=None,
         metadata={"help": "Deprecated name of target_layers (read with a warning; removed in 0.3)."},
@@ -254,10 +282,13 @@ class MAPOConfig(GRPOConfig):
             raise ValueError("audio_canary_rows must be >= 1 and audio_canary_min_influence >= 0")
         check_pos_tagger(self.pos_tagger, attention_branch_on=False)  # the name here; its data in MAPOTrainer
         check_report_to(self.report_to)
-        if self.use_vllm:
+        if self.vllm_weight_sync not in ("auto", "nccl", "reload"):
             raise ValueError(
-                "use_vllm=True: vLLM rollouts do not carry audio in TRL 1.16 (images only), so they would be "
-                "generated without the audio. Use the transformers generation path (use_vllm=False)."
+                f"vllm_weight_sync must be 'auto', 'nccl' or 'reload', got {self.vllm_weight_sync!r}"
+            )
+        if self.vllm_drift_tolerance is not None and not self.vllm_drift_tolerance > 0:
+            raise ValueError(
+                f"vllm_drift_tolerance must be > 0 nats (or None to disable the check), got {self.vllm_drift_tolerance}"
             )
 
     @property

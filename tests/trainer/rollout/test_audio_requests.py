@@ -1,0 +1,136 @@
+"""vLLM request building, checkpoint names and the drift statistic, without vLLM (fast, main venv)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from mapo.modality import resolve_modality
+from mapo.testing import tiny_qwen2_audio_for_vllm, tiny_qwen3_omni_thinker, tiny_qwen25_omni_thinker
+from mapo.trainer.rollout import (
+    build_requests,
+    collapse_placeholder_runs,
+    logp_drift,
+    placeholder_runs,
+    suppression_bias,
+    to_vllm_names,
+)
+from mapo.trainer.rollout.audio_requests import check_prompt_ids, clip_for_processor
+from mapo.trainer.rollout.checkpoint import save_vllm_weights, vllm_state_dict
+from mapo.trainer.rollout.engine import VLLMAudioOptions, engine_dtype
+
+A = 7  # placeholder id used in the id-list tests
+
+
+def test_collapse_and_runs_against_a_naive_scan():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ids = rng.choice([1, 2, A], size=30, p=[0.4, 0.3, 0.3]).tolist()
+        collapsed, runs = collapse_placeholder_runs(ids, A)
+        naive = [t for i, t in enumerate(ids) if not (t == A and i > 0 and ids[i - 1] == A)]
+        assert collapsed == naive
+        found = placeholder_runs(ids, A)
+        assert runs == len(found)
+        # the runs cover exactly the placeholder positions
+        covered = {o for r in found for o in range(r["offset"], r["offset"] + r["length"])}
+        assert covered == {i for i, t in enumerate(ids) if t == A}
+
+
+def test_build_requests_one_placeholder_per_clip_and_the_processors_window():
+    _, processor = tiny_qwen2_audio_for_vllm()
+    model, _ = tiny_qwen2_audio_for_vllm()
+    spec = resolve_modality(model, tokenizer=processor.tokenizer)
+    a = spec.audio_token_id
+    long_clip = np.ones(int(31.5 * 16000), dtype=np.float32)
+    (req,) = build_requests([[1, a, a, a, 2]], [long_clip], spec)
+    assert req["prompt_token_ids"] == [1, a, 2]
+    wave, rate = req["multi_modal_data"]["audio"]
+    assert rate == spec.sampling_rate == 16000
+    assert wave.shape == (30 * 16000,)  # what Whisper's 30 s window keeps (spec.max_audio_seconds)
+    with pytest.raises(ValueError, match="2 runs of the audio placeholder"):
+        build_requests([[a, 1, a]], [long_clip], spec)
+    with pytest.raises(ValueError, match="one clip per prompt"):
+        build_requests([[a], [a]], [long_clip], spec)
+    with pytest.raises(ValueError, match="1-D mono"):
+        clip_for_processor(np.zeros((2, 10)), spec)
+
+
+def test_suppression_bias_covers_placeholder_and_markers():
+    tiny = tiny_qwen25_omni_thinker()
+    spec = resolve_modality(tiny.model, tokenizer=tiny.tokenizer)
+    bias = suppression_bias(spec)
+    assert set(bias) == {tiny.audio_token_id, tiny.audio_start_token_id, tiny.audio_end_token_id}
+    assert all(v <= -1e4 for v in bias.values())
+
+
+def test_check_prompt_ids_names_the_mismatch():
+    check_prompt_ids([[1, 2, 3]], [[1, 2, 3]])
+    with pytest.raises(RuntimeError, match="first difference at position 2"):
+        check_prompt_ids([[1, 2, 3, 3]], [[1, 2, 4, 3, 3]])
+
+
+def _saved_keys(model, tmp_path) -> set[str]:
+    model.save_pretrained(tmp_path)
+    keys = set()
+    for f in tmp_path.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as fh:
+            keys |= set(fh.keys())
+    return keys
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "qwen25_omni", "qwen3_omni"])
+def test_vllm_names_are_the_checkpoint_names(family, tmp_path):
+    """Live names -> what save_pretrained writes (+ ``thinker.`` for the Omni thinkers, vLLM's full-Omni layout)."""
+    if family == "qwen2_audio":
+        model, prefix = tiny_qwen2_audio_for_vllm()[0], ""
+    else:
+        factory = tiny_qwen25_omni_thinker if family == "qwen25_omni" else tiny_qwen3_omni_thinker
+        model, prefix = factory().model, "thinker."
+    named = vllm_state_dict(model)
+    assert {prefix + k for k in _saved_keys(model, tmp_path / "hf")} == {n for n, _ in named}
+    if family == "qwen3_omni":  # fused 3-D experts are split into per-expert checkpoint tensors
+        assert any(".mlp.experts.0.gate_proj.weight" in n for n, _ in named)
+    # the weights round-trip through the file the server reloads
+    path = save_vllm_weights(named, str(tmp_path / "sync"))
+    with safe_open(path, "pt") as fh:
+        for name, tensor in named[:5]:
+            assert torch.equal(fh.get_tensor(name), tensor)
+
+
+def test_to_vllm_names_takes_trls_peft_stripped_names():
+    model, _ = tiny_qwen2_audio_for_vllm()
+    names = dict(to_vllm_names(model, model.named_parameters()))
+    assert "language_model.model.layers.0.self_attn.q_proj.weight" in names
+    assert "audio_tower.conv1.weight" in names and "language_model.lm_head.weight" in names
+
+
+def test_logp_drift_against_a_naive_mean():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    mask = rng.integers(0, 2, size=(3, 5))
+    b[0, 0] = np.nan
+    mask[0, 0] = 1
+    total, count = logp_drift(torch.tensor(a), torch.tensor(b), torch.tensor(mask))
+    keep = (mask == 1) & ~np.isnan(b)
+    assert count.item() == keep.sum()
+    assert total.item() == pytest.approx(np.abs(a - b)[keep].sum())
+
+
+def test_options_and_engine_dtype():
+    class Args:
+        vllm_weight_sync = "nccl"
+        vllm_llm_kwargs = '{"enforce_eager": true}'
+        bf16 = True
+
+    options = VLLMAudioOptions.from_args(Args())
+    assert options.vllm_weight_sync == "nccl" and options.vllm_llm_kwargs == {"enforce_eager": True}
+    assert options.vllm_drift_tolerance == 0.05
+    Args.vllm_weight_sync = "ipc"
+    with pytest.raises(ValueError, match="vllm_weight_sync must be one of"):
+        VLLMAudioOptions.from_args(Args())
+    model, _ = tiny_qwen2_audio_for_vllm()
+    assert engine_dtype(model, Args()) == "bfloat16"  # fp32 master weights under bf16 autocast
+    Args.bf16 = False
+    assert engine_dtype(model, Args()) == "float32"
