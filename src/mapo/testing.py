@@ -30,6 +30,7 @@ __all__ = [
     "tiny_qwen2_audio",
     "tiny_qwen2_audio_processor",
     "tiny_qwen25_omni_thinker",
+    "tiny_qwen3_omni_processor",
     "tiny_qwen3_omni_thinker",
     "train_byte_level_bpe",
 ]
@@ -492,6 +493,32 @@ def tiny_omni_processor(chunk_seconds: int = 1):
     return Qwen2AudioProcessor(
         feature_extractor=fe,
         tokenizer=tiny_bpe_tokenizer(),
+        chat_template=_OMNI_CHAT_TEMPLATE,
+        audio_token="<|audio_pad|>",
+        audio_bos_token="<|audio_start|>",
+        audio_eos_token="<|audio_end|>",
+    )
+
+
+def tiny_qwen3_omni_processor(chunk_seconds: int = 1):
+    """:func:`tiny_omni_processor` for the tiny Qwen3-Omni-MoE thinker: the same tokens and template, but one
+    ``<|audio_pad|>`` per frame of Qwen3-Omni's audio encoder (its own ``_get_feat_extract_output_lengths``, which
+    downsamples 100 mel frames to 13), so the model's feature/placeholder check passes."""
+    from transformers import Qwen2AudioProcessor
+
+    class Qwen3OmniAudioOnlyProcessor(Qwen2AudioProcessor):
+        def _process_audio(self, audio, **kwargs):
+            inputs, _ = super()._process_audio(audio, **kwargs)
+            frames = inputs["feature_attention_mask"].sum(-1).tolist()
+            inputs["num_audio_tokens"] = [
+                _omni_audio_token_count("qwen3_omni_moe_thinker", int(n)) for n in frames
+            ]
+            return inputs, [self.replace_audio_token(inputs, audio_idx=i) for i in range(len(frames))]
+
+    base = tiny_omni_processor(chunk_seconds)
+    return Qwen3OmniAudioOnlyProcessor(
+        feature_extractor=base.feature_extractor,
+        tokenizer=base.tokenizer,
         chat_template=_OMNI_CHAT_TEMPLATE,
         audio_token="<|audio_pad|>",
         audio_bos_token="<|audio_start|>",

@@ -57,6 +57,17 @@ class TrainScriptArguments:
         },
     )
 
+    lora_expert_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA rank of the fused MoE expert stacks (lora_target_parameters), per expert; default lora_r. "
+            "peft gives each of the E experts its own rank-r factors (mapo.trainer.lora.with_expert_rank)."
+        },
+    )
+    lora_expert_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA α of the expert stacks; default lora_alpha."}
+    )
+
     def __post_init__(self) -> None:
         if self.trainer not in ("mapo", "grpo"):
             raise ValueError(f"trainer must be 'mapo' or 'grpo', got {self.trainer!r}")
@@ -93,9 +104,13 @@ def run(argv: list[str] | None = None) -> None:
 
     from .data import AudioPromptTransform, load_audio_qa
     from .trainer import AudioGRPOTrainer, MAPOTrainer
+    from .trainer.lora import with_expert_rank
     from .trainer.model_loading import load_policy_model
 
     script, args, model_args = parse(argv)
+    peft_config = with_expert_rank(
+        get_peft_config(model_args), script.lora_expert_r, script.lora_expert_alpha
+    )
     if not script.train_files:
         raise SystemExit("mapo train: give train_files (in the YAML config or --train_files a.jsonl b.jsonl)")
     if model_args.model_name_or_path is None:
@@ -134,7 +149,7 @@ def run(argv: list[str] | None = None) -> None:
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     # TrainingArguments' own field: a checkpoint folder, or "latest" for the newest one in output_dir.
     resume = args.resume_from_checkpoint

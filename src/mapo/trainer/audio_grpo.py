@@ -33,6 +33,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
 from ..modality import ModalitySpec, resolve_modality
+from .lora import check_lora
 from .model_loading import load_policy_model
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._visible_audio: dict[str, torch.Tensor] | None = None
         self._local_rewards_per_func: torch.Tensor | None = None
         peft_config = kw.get("peft_config")
+        check_lora(model, peft_config)  # LoRA must reach what it names, fused MoE experts included
         # TRL reloads its KL reference from `config._name_or_path` with `config.architectures[0]`: that fails for an
         # in-memory model and loads the wrong class for an Omni thinker. Build it here instead (same memory).
         own_reference = None
