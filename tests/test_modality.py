@@ -10,6 +10,7 @@ from transformers import Qwen2_5OmniConfig, Qwen2Config, Qwen2ForCausalLM, Qwen3
 from mapo.modality import (
     ModalitySpec,
     audio_key_mask,
+    completion_logps_and_entropies,
     completion_query_mask,
     concat_prompt_completion,
     locate_decoder,
@@ -26,7 +27,6 @@ from mapo.testing import (
     tiny_qwen3_omni_thinker,
     tiny_qwen25_omni_thinker,
 )
-from mapo.token_stats import completion_logps_and_entropies
 
 # --------------------------------------------------------------------------------------------------------------
 # Resolution

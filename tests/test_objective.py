@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mapo import objective as obj
-from mapo import worked_example
+from mapo.objective import worked_example
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 F64 = torch.float64
@@ -612,7 +612,7 @@ def test_worked_example_runs_and_doc_matches():
     for expected in ("L_attn = 0.0438661", "L_attn = 0.1754645", "L_MAPO", "omega~ = [0.653599"):
         assert expected in printed
     doc = (ROOT / "docs" / "worked_example.md").read_text(encoding="utf-8")
-    regen = "regenerate with: python -m mapo.worked_example --markdown > docs/worked_example.md"
+    regen = "regenerate with: python -m mapo.objective.worked_example --markdown > docs/worked_example.md"
     assert doc == worked_example.render(markdown=True), regen
     blocks = re.findall(r"```text\n(.*?)\n```", doc, flags=re.S)
     assert len(blocks) == len(worked_example.sections())

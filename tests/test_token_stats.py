@@ -1,11 +1,18 @@
-"""Chunked fp32 log-probs and entropies (mapo.token_stats) against a full-softmax computation."""
+"""Chunked fp32 log-probs and entropies (mapo.modality.token_stats) against a full-softmax computation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mapo.modality import audio_key_mask, completion_query_mask, concat_prompt_completion, resolve_modality
+from mapo.modality import (
+    audio_key_mask,
+    completion_logps_and_entropies,
+    completion_query_mask,
+    concat_prompt_completion,
+    logps_and_entropies_from_hidden,
+    resolve_modality,
+)
 from mapo.probe import audio_attention
 from mapo.testing import (
     omni_audio_inputs,
@@ -15,7 +22,6 @@ from mapo.testing import (
     tiny_qwen3_omni_thinker,
     tiny_qwen25_omni_thinker,
 )
-from mapo.token_stats import completion_logps_and_entropies, logps_and_entropies_from_hidden
 
 COMPLETION = torch.tensor([[40, 41, 42, 43, 44, 45, 46], [50, 51, 52, 53, 0, 0, 0]])
 CMASK = torch.tensor([[1] * 7, [1, 1, 1, 1, 0, 0, 0]])

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from .train_cli import run
+        from .trainer.cli import run
 
         run(rest)
     elif command == "demo":
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return diagnose_main(rest)
     elif command == "example":
-        from .worked_example import main as example_main
+        from .objective.worked_example import main as example_main
 
         example_main(rest)
     else:

@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from mapo.token_stats import completion_logps_and_entropies
+from mapo.modality import completion_logps_and_entropies
 from mapo.trainer import AudioGRPOTrainer
 
 from .conftest import REWARDS, audio_rows, repeat_rows, tiny_grpo_settings

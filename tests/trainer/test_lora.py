@@ -10,8 +10,8 @@ import yaml
 from peft import LoraConfig, get_peft_model
 from trl import ModelConfig, get_peft_config
 
-from mapo.shapes import random_model
-from mapo.testing import tiny_qwen3_omni_processor, tiny_qwen3_omni_thinker
+from mapo.modality import load_policy_model
+from mapo.testing import real_shape_model, tiny_qwen3_omni_processor, tiny_qwen3_omni_thinker
 from mapo.trainer import MAPOTrainer
 from mapo.trainer.lora import (
     check_lora,
@@ -20,7 +20,6 @@ from mapo.trainer.lora import (
     merged_weights,
     with_expert_rank,
 )
-from mapo.trainer.model_loading import load_policy_model
 
 from .conftest import VARIED_REWARDS, tiny_config
 
@@ -59,7 +58,7 @@ def param_wrappers(peft_model) -> dict[str, torch.nn.Module]:
 @pytest.mark.parametrize("config_name", sorted(SHIPPED_LORA))
 def test_shipped_lora_targets_match_the_real_architecture(config_name):
     peft_config = shipped_peft_config(config_name)
-    model = random_model(SHIPPED_LORA[config_name], device="meta")
+    model = real_shape_model(SHIPPED_LORA[config_name], device="meta")
     check_lora(model, peft_config)  # raises on a target that matches nothing or on missed experts
     # Independently: every listed target names a module of the language model (not only of an encoder).
     lm_modules = [
@@ -81,7 +80,7 @@ def test_shipped_moe_lora_config_gives_every_expert_stack_its_rank():
     """The 30B config applied on the meta device (2 of the 48 layers, for speed; every layer has the same shapes):
     every expert stack gets rank 16 per expert, attention r 128."""
     peft_config = shipped_peft_config("qwen3_omni_30b_a3b_thinking_phase1_lora.yaml")
-    model = random_model("qwen3_omni_30b_a3b_thinker", device="meta", num_layers=2)
+    model = real_shape_model("qwen3_omni_30b_a3b_thinker", device="meta", num_layers=2)
     with pytest.warns(RuntimeWarning, match="rank_pattern keys did not match any targeted module"):
         peft_model = get_peft_model(model, peft_config)
     wrappers = param_wrappers(peft_model)

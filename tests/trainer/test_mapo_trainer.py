@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from mapo import objective
-from mapo.modality import audio_key_mask, text_only_prompt
+from mapo.modality import audio_key_mask, completion_logps_and_entropies, text_only_prompt
 from mapo.pos_gate import pos_gate_batch
 from mapo.probe import naive_audio_attention
 from mapo.rewards import accuracy_reward
-from mapo.token_stats import completion_logps_and_entropies
 from mapo.trainer import AudioGRPOTrainer, MAPOConfig, MAPOTrainer
 from mapo.trainer.mapo_trainer import ATTN_COEF_KEY, DELTA_H_KEY, SEQ_ADVANTAGES_KEY
 

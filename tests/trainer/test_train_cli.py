@@ -13,7 +13,7 @@ import yaml
 from mapo.cli import main as mapo_main
 from mapo.data import load_audio_qa, mixture_counts
 from mapo.testing import sine_clip, tiny_qwen2_audio, tiny_qwen2_audio_processor
-from mapo.train_cli import parse
+from mapo.trainer.cli import parse
 
 
 def _write_jsonl(folder, name, n, freq0):

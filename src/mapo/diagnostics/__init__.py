@@ -15,7 +15,6 @@ from mapo.diagnostics.evidence import (
     select_regions,
 )
 from mapo.diagnostics.hidden import prompt_hidden_states
-from mapo.diagnostics.key_attention import KeyAttentionCapture, audio_key_attention
 from mapo.diagnostics.modality_gap import (
     modality_gap,
     modality_gap_by_layer,
@@ -42,6 +41,7 @@ from mapo.diagnostics.trajectory import (
     trajectories_from_signals,
     write_trajectories,
 )
+from mapo.probe import KeyAttentionCapture, audio_key_attention
 
 __all__ = [
     "DEFAULT_RATIOS",

@@ -3,7 +3,7 @@
 Per multiple-choice item:
 
 1. Generate with the intact audio (greedy) and re-score teacher-forced to get the attention of every completion
-   token to every audio key (:func:`mapo.diagnostics.key_attention.audio_key_attention`; mean over heads by
+   token to every audio key (:func:`mapo.probe.audio_key_attention`; mean over heads by
    default, mean over the target layers). Summed over the completion tokens this is the item's attention weight
    per audio token ("the token-to-audio attention map aggregated during generation").
 2. Audio tokens are grouped into regions of ``region_tokens`` consecutive tokens (weight = sum) and mapped back to

@@ -6,10 +6,10 @@ token (design.md §2: completion token t is predicted by row P-1+t):
 * ``mass_max`` / ``mass_mean``: the audio attention mass a_t with max-head / mean-head reduction, averaged over
   the target layers, from :func:`mapo.probe.audio_attention` (the exact numbers the training loss uses);
 * ``entropy``: H(π_θ(·|y_<t, x)) and ``text_entropy``: H(π_text-ref(·|y_<t, x_text)), fp32, at ``temperature``,
-  from :func:`mapo.token_stats.completion_logps_and_entropies`; x_text is :func:`mapo.modality.text_only_prompt`;
+  from :func:`mapo.modality.completion_logps_and_entropies`; x_text is :func:`mapo.modality.text_only_prompt`;
 * ``delta_h`` = text_entropy − entropy (Δh_t of §3.3);
 * optionally ``key_attention``: the attention of each completion token to each audio key
-  (:func:`mapo.diagnostics.key_attention.audio_key_attention`), for evidence masking.
+  (:func:`mapo.probe.audio_key_attention`), for evidence masking.
 
 Attention is causal, so these are the values the model had while generating (up to left-padding position ids:
 :func:`split_rows` re-scores one unpadded row at a time).
@@ -23,16 +23,15 @@ from typing import Any
 
 import torch
 
-from mapo.diagnostics.key_attention import audio_key_attention
 from mapo.modality import (
     audio_key_mask,
+    completion_logps_and_entropies,
     completion_query_mask,
     concat_prompt_completion,
     resolve_modality,
     text_only_prompt,
 )
-from mapo.probe import audio_attention
-from mapo.token_stats import completion_logps_and_entropies
+from mapo.probe import audio_attention, audio_key_attention
 
 __all__ = ["TokenSignals", "completion_key_attention", "split_rows", "teacher_forced_signals"]
 

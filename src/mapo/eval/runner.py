@@ -273,7 +273,7 @@ def load_model_and_processor(
     processor. ``model_path`` may itself be an adapter folder (its ``base_model_name_or_path`` is loaded)."""
     from transformers import AutoProcessor
 
-    from mapo.trainer.model_loading import load_policy_model
+    from mapo.modality import load_policy_model
 
     if adapter is None and os.path.exists(os.path.join(model_path, "adapter_config.json")):
         adapter = model_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _checks as chk
+from . import _checks as chk
 from .weights import _clip, _nu_raw, _temporal, agg_loss
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .. import _checks as chk
+from . import _checks as chk
 from .attention import _attention_hparams, _attention_parts, _seq_advantages, attention_loss_from_coefficients
 from .policy import kl_k3, policy_gradient_loss
 from .weights import _clip, _clipped, _omega_raw, agg_loss

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .. import _checks as chk
+from . import _checks as chk
 
 AggMode = Literal["seq-mean-token-mean", "seq-mean-token-sum", "token-mean"]
 

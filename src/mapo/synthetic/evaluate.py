@@ -26,7 +26,7 @@ Metrics (keys ``"<split>/<name>"``, splits as in the rows' ``split`` field):
   = recall), averaged over sequences; ``dh_auroc``: AUROC of |Δh| for note-vs-scaffold over all tokens;
   ``dh_early``/``dh_late``: mean Δh at early / late note tokens.
 
-The signals come from the library itself (``mapo.probe``, ``mapo.modality``, ``mapo.token_stats``), so the figures
+The signals come from the library itself (``mapo.probe``, ``mapo.modality``), so the figures
 here are the ones the MAPO trainer will see.
 """
 
@@ -42,12 +42,12 @@ import torch
 from mapo.modality import (
     ModalitySpec,
     audio_key_mask,
+    completion_logps_and_entropies,
     completion_query_mask,
     resolve_modality,
     text_only_prompt,
 )
 from mapo.probe import audio_attention
-from mapo.token_stats import completion_logps_and_entropies
 
 from .batching import Encoder, TokenBatch
 from .task import NOTE_NAMES, note_token_labels, parse_completion
@@ -74,7 +74,7 @@ def completion_signals(
     * a_t: audio attention mass of the query row predicting completion token t (row P-1+t), max over heads,
       mean over ``target_layers`` (default: the last five), from :func:`mapo.probe.audio_attention` (§3.2);
     * h_policy: entropy of π_θ(·|y_<t, x) at temperature 1, from the same forward
-      (:func:`mapo.token_stats.completion_logps_and_entropies`);
+      (:func:`mapo.modality.completion_logps_and_entropies`);
     * h_text: entropy of ``text_reference`` (default: the same model; MAPO's π_text-ref is the frozen base)
       given the text-only prompt (:func:`mapo.modality.text_only_prompt`: audio placeholders and their markers
       removed, no features) and the unchanged completion (§3.3, design §4).

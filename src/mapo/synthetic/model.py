@@ -79,7 +79,7 @@ class ModelSize:
 
 @lru_cache(maxsize=8)
 def _bpe_json(config: TaskConfig, vocab_size: int) -> str:
-    from mapo.testing import train_byte_level_bpe
+    from .bpe import train_byte_level_bpe
 
     trained = train_byte_level_bpe(task_corpus(config), vocab_size, SPECIAL_TOKENS)
     # The template tags keep their ids but become ordinary added tokens, as in Qwen3's tokenizer: TRL decodes

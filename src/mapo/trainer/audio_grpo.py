@@ -32,9 +32,8 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
-from ..modality import ModalitySpec, resolve_modality
+from ..modality import ModalitySpec, load_policy_model, resolve_modality
 from .lora import check_lora
-from .model_loading import load_policy_model
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     Same arguments as ``trl.GRPOTrainer``. Additionally:
 
-    * ``model`` may be a path: it is loaded with :func:`mapo.trainer.model_loading.load_policy_model`, which picks
+    * ``model`` may be a path: it is loaded with :func:`mapo.modality.load_policy_model`, which picks
       the thinker class for Omni checkpoints.
     * ``train_dataset`` rows with an ``audio`` column (path, array or ``datasets.Audio``) and a ``question`` are
       turned into conversational prompts with one audio part by a lazy transform

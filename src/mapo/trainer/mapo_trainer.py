@@ -27,12 +27,11 @@ import torch
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from .. import objective
-from ..modality import audio_key_mask, text_only_prompt
+from ..modality import audio_key_mask, load_policy_model, text_only_prompt
 from ..pos_gate import pos_gate_batch
 from ..probe import audio_attention, enable_probe_attention
 from .audio_grpo import AudioGRPOTrainer, _is_peft
 from .config import MAPOConfig
-from .model_loading import load_policy_model
 
 logger = logging.getLogger(__name__)
 

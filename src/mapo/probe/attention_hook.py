@@ -6,7 +6,7 @@
 ``(module, query, key, attention_mask, scaling)`` after the SDPA call. Because the observer travels in the layers'
 kwargs, a non-reentrant checkpoint recomputation sees the same observer as the first forward. The audio attention
 probe (:mod:`mapo.probe`) and the diagnostics' per-key attention
-(:mod:`mapo.diagnostics.key_attention`) are two observers.
+(:mod:`mapo.probe.key_attention`) are two observers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .decoder import DecoderHandle, locate_decoder
+from ..modality.decoder import DecoderHandle, locate_decoder
 
 __all__ = [
     "PROBE_IMPLEMENTATION",

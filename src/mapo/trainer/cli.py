@@ -80,14 +80,14 @@ class TrainScriptArguments:
 def parse(argv: list[str] | None = None):
     from trl import ModelConfig, TrlParser
 
-    from .trainer import MAPOConfig
+    from . import MAPOConfig
 
     parser = TrlParser((TrainScriptArguments, MAPOConfig, ModelConfig), prog="mapo train")
     return parser.parse_args_and_config(args=argv)
 
 
 def build_rewards(script: TrainScriptArguments, weights: list[float] | None):
-    from . import rewards as R
+    from .. import rewards as R
 
     judge = None
     if "consistency" in script.rewards:
@@ -102,10 +102,10 @@ def run(argv: list[str] | None = None) -> None:
     import transformers
     from trl import get_peft_config
 
-    from .data import AudioPromptTransform, load_audio_qa
-    from .trainer import AudioGRPOTrainer, MAPOTrainer
-    from .trainer.lora import with_expert_rank
-    from .trainer.model_loading import load_policy_model
+    from ..data import AudioPromptTransform, load_audio_qa
+    from ..modality import load_policy_model
+    from . import AudioGRPOTrainer, MAPOTrainer
+    from .lora import with_expert_rank
 
     script, args, model_args = parse(argv)
     peft_config = with_expert_rank(

@@ -1,7 +1,7 @@
 """The audio attention mass a_t of MAPO (paper §3.2, eq. 13-16) without building the attention matrix.
 
 For one head, Σ_{j∈S_audio} softmax(q·K)_j = SDPA(q, K, V = 1[j ∈ S_audio]). The language model runs on the
-attention implementation ``"mapo_sdpa"`` (:mod:`mapo.attention_hook`), which returns transformers' own SDPA output
+attention implementation ``"mapo_sdpa"`` (:mod:`mapo.probe.attention_hook`), which returns transformers' own SDPA output
 (bit-identical to ``"sdpa"``); in target layers only and only while a capture is active, the probe runs ONE extra
 SDPA call on the selected query rows
 whose values are the audio indicator, with keys expanded by ``repeat_kv`` for GQA. The indicator is padded to 8
@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv
 
+from ..modality.decoder import DecoderHandle, locate_decoder
 from .attention_hook import (
     PROBE_IMPLEMENTATION,
     attention_observer,
@@ -57,9 +58,8 @@ from .attention_hook import (
     enable_probe_attention,
     probe_attention_forward,
 )
-from .attention_mass import HEAD_REDUCE, LAYER_REDUCE, ForwardRecord, check_choice
-from .decoder import DecoderHandle, locate_decoder
-from .naive_attention import naive_head_mass
+from .naive import naive_head_mass
+from .reductions import HEAD_REDUCE, LAYER_REDUCE, ForwardRecord, check_choice
 
 __all__ = [
     "PROBE_IMPLEMENTATION",

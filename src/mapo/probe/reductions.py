@@ -3,7 +3,7 @@
 m_t^(l,h) = Σ_{j∈S_audio} α_{t,j}^(l,h) per layer l and head h; m_t^(l,max) = max_h, m_t^(l,mean) = mean_h;
 a_t = mean over target layers of m_t^(l,max) (the paper's choice; both reductions are options). The max routes the
 gradient through the head that carries the most audio mass (eq. 13). Pure tensor code: the capture that fills
-:class:`ForwardRecord` lives in :mod:`mapo.probe`.
+:class:`ForwardRecord` lives in :mod:`mapo.probe.capture`.
 """
 
 from __future__ import annotations

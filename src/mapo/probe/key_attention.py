@@ -3,7 +3,7 @@
 The probe (:mod:`mapo.probe`) gives the audio *mass* a_t = Σ_{j∈S_audio} α_{t,j}; evidence masking needs the
 individual α_{t,j} for every audio key j. Inside an :func:`audio_key_attention` block the language model runs
 on ``"mapo_sdpa"`` (transformers' SDPA output, unchanged) with a :class:`KeyAttentionCapture` as the observer of
-its attention calls (:func:`mapo.attention_hook.attention_observer`); in target layers only it computes the explicit fp32 softmax of the selected
+its attention calls (:func:`mapo.probe.attention_observer`); in target layers only it computes the explicit fp32 softmax of the selected
 query rows in chunks of ``chunk_size`` rows and keeps only the audio columns. Peak memory per chunk is
 O(H·chunk·S); what is kept is O(T·S_audio) per sequence (heads reduced at once, layers averaged). For diagnostics
 under ``torch.no_grad()``, never for training.
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from mapo.attention_hook import attention_observer
-from mapo.decoder import locate_decoder
-from mapo.probe import default_target_layers
+from ..modality.decoder import locate_decoder
+from .attention_hook import attention_observer
+from .capture import default_target_layers
 
 __all__ = ["KeyAttentionCapture", "audio_key_attention"]
 
@@ -67,7 +67,7 @@ class KeyAttentionCapture:
         attention_mask: torch.Tensor | None,
         scaling: float | None,
     ) -> None:
-        """Observer of one attention call (:func:`mapo.attention_hook.attention_observer`); masks with its own
+        """Observer of one attention call (:func:`mapo.probe.attention_observer`); masks with its own
         causal + ``padding_mask``, so ``attention_mask`` is not read."""
         layer = getattr(module, "layer_idx", None)
         b, h, length, _ = query.shape
