@@ -262,3 +262,27 @@ def test_merged_expert_weights_equal_base_plus_delta(trained_moe):
         torch.testing.assert_close(reloaded.state_dict()[name], merged[name], rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, adapted, rtol=1e-4, atol=1e-4)
+
+
+def test_in_place_merge_unmerge_drifts_bf16_experts_but_merged_weights_does_not():
+    """Why merged_weights computes out of place: a bf16 merge_adapter / unmerge_adapter round trip (what a weight
+    sync by in-place merging does) rounds W + ΔW - ΔW back to a different W, so the frozen experts drift."""
+    model = tiny_qwen3_omni_thinker().model.to(torch.bfloat16)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(r=4, lora_alpha=8, target_parameters=expert_target_parameters(model), lora_dropout=0.0),
+    )
+    with torch.no_grad():
+        for wrapper in param_wrappers(peft_model).values():
+            wrapper.lora_B["default"].weight.normal_(0, 0.5)  # a trained-looking, non-zero delta
+    stacks = fused_expert_parameters(peft_model)
+    base = dict(peft_model.get_base_model().named_parameters())
+    key = {n: next(k for k in base if k.replace(".base_layer", "") == n) for n in stacks}
+    before = {n: base[key[n]].detach().clone() for n in stacks}
+    merged = dict(merged_weights(peft_model))
+    assert all(torch.equal(base[key[n]], before[n]) for n in stacks)  # out of place: untouched
+    assert all(not torch.equal(merged[n], before[n]) for n in stacks)
+    peft_model.merge_adapter()
+    peft_model.unmerge_adapter()
+    drifted = [n for n in stacks if not torch.equal(base[key[n]], before[n])]
+    assert drifted, "expected bf16 rounding to change the base experts after an in-place merge/unmerge"
