@@ -160,15 +160,15 @@ def test_text_only_prompt_drops_audio_and_markers_and_left_pads():
         assert (text_ids[b, : 4 - n] == PAD).all()
     kept = text_ids[text_mask.bool()]
     assert not (kept == 9).any() and not (kept == 10).any()
-    same_ids, same_mask = text_only_prompt(ids, mask, SPEC, PAD, mode="keep_placeholders")
+    same_ids, same_mask = text_only_prompt(ids, mask, SPEC, PAD, text_only_mode="keep_placeholders")
     assert same_ids is ids and same_mask is mask
     bad_ids, bad_mask = _left_pad([[1, 9, 2], [3, 4]])
     with pytest.raises(ValueError, match=r"prompt rows \[1\] contain no audio placeholder"):
         text_only_prompt(bad_ids, bad_mask, SPEC, PAD)
     with pytest.raises(ValueError, match=r"prompt rows \[1\]"):
-        text_only_prompt(bad_ids, bad_mask, SPEC, PAD, mode="keep_placeholders")
-    with pytest.raises(ValueError, match="mode must be"):
-        text_only_prompt(ids, mask, SPEC, PAD, mode="zero")
+        text_only_prompt(bad_ids, bad_mask, SPEC, PAD, text_only_mode="keep_placeholders")
+    with pytest.raises(ValueError, match="text_only_mode must be one of"):
+        text_only_prompt(ids, mask, SPEC, PAD, text_only_mode="zero")
 
 
 def test_concat_and_query_rows():

@@ -197,7 +197,7 @@ def test_group_advantages_matches_naive(g, n_groups, seed, ties):
 @given(data=batches(), tau_base=st.sampled_from([0.5, 1.0, 2.0]), clip=st.sampled_from([None, 1.5, 5.0]))
 def test_relevance_mask_matches_naive(data, tau_base, clip):
     d, t = data
-    omega = obj.relevance_mask(t["dh"], t["mask"], tau_base=tau_base, clip=clip)
+    omega = obj.relevance_mask(t["dh"], t["mask"], tau_base=tau_base, mask_clip=clip)
     assert bool((omega[t["mask"] == 0] == 0).all())
     close(rows(omega, d["lengths"]), [naive_omega(x, tau_base, clip) for x in d["dh"]])
 
@@ -206,7 +206,7 @@ def test_relevance_mask_matches_naive(data, tau_base, clip):
 @given(data=batches(), tau_base=st.sampled_from([0.5, 1.0, 2.0]), clip=st.sampled_from([None, 1.5, 5.0]))
 def test_inverse_relevance_weight_matches_naive(data, tau_base, clip):
     d, t = data
-    nu = obj.inverse_relevance_weight(t["dh"], t["gate"], t["mask"], tau_base=tau_base, clip=clip)
+    nu = obj.inverse_relevance_weight(t["dh"], t["gate"], t["mask"], tau_base=tau_base, mask_clip=clip)
     expected = [naive_nu(x, g, tau_base, clip) for x, g in zip(d["dh"], d["gate"])]
     close(rows(nu, d["lengths"]), expected)
     assert bool((nu[t["mask"] == 0] == 0).all())
@@ -298,9 +298,9 @@ def test_mapo_loss_matches_naive(data, beta, eta, relevance):
 @given(data=batches(min_len=1))
 def test_weights_sum_to_length_without_clip(data):
     d, t = data
-    omega = obj.relevance_mask(t["dh"], t["mask"], clip=None)
+    omega = obj.relevance_mask(t["dh"], t["mask"], mask_clip=None)
     close(omega.sum(1), [float(n) for n in d["lengths"]])
-    nu = obj.inverse_relevance_weight(t["dh"], t["gate"], t["mask"], clip=None)
+    nu = obj.inverse_relevance_weight(t["dh"], t["gate"], t["mask"], mask_clip=None)
     close(nu.sum(1), [sum(g) for g in d["gate"]])
 
 
@@ -383,7 +383,7 @@ def test_folded_advantages_reproduce_eq2_in_trl_grpo(data, beta, clip):
     d, t = data
     m = t["mask"]
     clean = {k: torch.where(m.bool(), t[k], 0.0) for k in ("lp", "old", "ref")}  # TRL needs finite padding
-    omega = obj.relevance_mask(t["dh"], m, clip=clip)
+    omega = obj.relevance_mask(t["dh"], m, mask_clip=clip)
     folded = obj.fold_weights_into_advantages(t["adv"], omega, m)
     close(folded.sum(1), [a * n for a, n in zip(d["adv"], d["lengths"])])  # Σ_t w' = T per sequence
     lp1 = clean["lp"].clone().requires_grad_(True)
@@ -479,7 +479,7 @@ def test_reference_worked_example_16_3():
     gate = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0, 1.0]], dtype=F64)
     mass = torch.tensor([[0.3, 0.2, 0.05, 0.01, 0.1, 0.02]], dtype=F64)
     hp = dict(
-        tau_base=1.0, clip=5.0, kappa=1.0, fail_gate_floor=0.1, advantage_floor=0.02, prefactor_clip=3.0
+        tau_base=1.0, mask_clip=5.0, kappa=1.0, fail_gate_floor=0.1, advantage_floor=0.02, prefactor_clip=3.0
     )
     close(obj.length_temperature(m).item(), 1.791759, 1e-6)
     omega = obj.relevance_mask(dh, m)
@@ -539,8 +539,8 @@ ERROR_CASES = [
     ("delta_h", lambda: obj.relevance_mask(NAN_X, M)),
     ("tau_base", lambda: obj.relevance_mask(X, M, tau_base=-1.0)),
     ("tau_base", lambda: obj.inverse_relevance_weight(X, M, M, tau_base=0.0)),
-    ("clip", lambda: obj.relevance_mask(X, M, clip=-1.0)),
-    ("clip", lambda: obj.relevance_mask(X, M, clip=0)),
+    ("mask_clip", lambda: obj.relevance_mask(X, M, mask_clip=-1.0)),
+    ("mask_clip", lambda: obj.relevance_mask(X, M, mask_clip=0)),
     ("pos_gate", lambda: obj.inverse_relevance_weight(X, M * 0.5, M)),
     ("pos_gate", lambda: obj.inverse_relevance_weight(X, torch.ones(2, 2), M)),
     ("kappa", lambda: obj.temporal_weight(M, kappa=-0.5)),
@@ -595,7 +595,9 @@ def test_type_errors_and_disabled_clips():
         obj.relevance_mask([[0.0, 1.0]], torch.ones(1, 2))
     # clip=None / prefactor_clip=None disable the caps (the reference's "0 = off")
     dh = torch.tensor([[9.0, 0.0, 0.0]], dtype=F64)
-    close(obj.relevance_mask(dh, torch.ones(1, 3), clip=None)[0], naive_omega([9.0, 0.0, 0.0], clip=None))
+    close(
+        obj.relevance_mask(dh, torch.ones(1, 3), mask_clip=None)[0], naive_omega([9.0, 0.0, 0.0], clip=None)
+    )
     close(obj.attention_prefactor(torch.tensor([9.0]), torch.tensor([True]), prefactor_clip=None).item(), 9.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -12,6 +13,7 @@ from mapo.modality import audio_key_mask, completion_query_mask, resolve_modalit
 from mapo.probe import (
     PROBE_IMPLEMENTATION,
     audio_attention,
+    audio_key_attention,
     default_target_layers,
     disable_probe_attention,
     enable_probe_attention,
@@ -311,6 +313,52 @@ def test_full_omni_model_uses_the_thinker():
     with naive_audio_attention(model, keys, batch["attention_mask"], qmask) as ref:
         model(**batch)
     torch.testing.assert_close(cap.mass, ref.mass, atol=1e-5, rtol=0)
+
+
+def test_probe_finds_the_decoder_where_the_spec_says():
+    """The decoder location is a fact of the ModalitySpec: a layout no discovery path knows works once the spec
+    names it, and a wrong path is refused with the field to fix."""
+    model, batch, keys, qmask = make_case("qwen2_audio")
+
+    class Holder(nn.Module):  # the model two attributes deep, under names locate_decoder does not search
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+    holder = Holder(model)
+    spec = dataclasses.replace(
+        resolve_modality(model), language_model_path="inner.model.language_model", attn_owner_path="inner"
+    )
+    with pytest.raises(ValueError, match="could not find the language-model decoder of Holder"):
+        with audio_attention(holder, keys, qmask):
+            pass
+    with audio_attention(holder, keys, qmask, spec=spec) as cap:
+        assert model.model.language_model.config._attn_implementation == PROBE_IMPLEMENTATION
+        model(**batch)
+    assert model.model.language_model.config._attn_implementation == "sdpa"
+    with naive_audio_attention(model, keys, batch["attention_mask"], qmask) as ref:
+        model(**batch)
+    torch.testing.assert_close(cap.mass, ref.mass, atol=1e-5, rtol=0)
+    wrong = dataclasses.replace(spec, language_model_path="inner.model.multi_modal_projector")
+    with pytest.raises(ValueError, match=r"inner.model.multi_modal_projector is a .* without `.layers`"):
+        with audio_attention(holder, keys, qmask, spec=wrong):
+            pass
+    with pytest.raises(ValueError, match=r"attn_config_key='audio_config'.*Fix the ModalitySpec"):
+        with audio_attention(
+            holder, keys, qmask, spec=dataclasses.replace(spec, attn_config_key="audio_config")
+        ):
+            pass
+
+
+def test_duplicated_target_layers_are_refused_by_both_captures():
+    """A repeated layer would count twice in the layer mean (the per-key map of [1, 1] was half that of [1])."""
+    model, batch, keys, qmask = make_case("qwen2_audio")
+    with pytest.raises(ValueError, match=r"distinct layer indices in \[0, 3\).*got \[1, 1\]"):
+        with audio_attention(model, keys, qmask, target_layers=[1, 1]):
+            pass
+    with pytest.raises(ValueError, match=r"distinct layer indices in \[0, 3\).*got \[1, 1\]"):
+        with audio_key_attention(model, keys, qmask, batch["attention_mask"], target_layers=[1, 1]):
+            pass
 
 
 def test_default_target_layers():

@@ -26,6 +26,7 @@ MOVED_MODULES: dict[str, str] = {
     "mapo.naive_attention": "mapo.probe.naive",
     "mapo.diagnostics.key_attention": "mapo.probe.key_attention",
     "mapo.train_cli": "mapo.trainer.cli",
+    "mapo.diagnostics.probes": "mapo.diagnostics.linear_probes",
 }
 
 

@@ -16,17 +16,17 @@ from mapo.diagnostics import (
     audio_key_attention,
     evidence_masking,
     frame_edges,
+    linear_probe_layers,
     mask_waveform,
     modality_gap,
     modality_gap_by_layer,
     modality_states,
     plot_acs,
+    plot_linear_probes,
     plot_modality_gap,
     plot_pos_entropy,
-    plot_probes,
     pooled_features,
     pos_entropy_summary,
-    probe_layers,
     region_weights,
     select_regions,
     split_rows,
@@ -322,9 +322,9 @@ def test_probe_planted_signal_and_noise(tmp_path):
     adam = train_linear_probe(x, signal.tolist(), optimizer="adam", steps=200)
     assert adam.test_accuracy > 0.85
     labels = ["yes" if s else "no" for s in signal]
-    results = probe_layers({0: x, 1: torch.randn(400, 32, generator=gen)}, labels, steps=100)
+    results = linear_probe_layers({0: x, 1: torch.randn(400, 32, generator=gen)}, labels, steps=100)
     assert results[0].test_accuracy > 0.9 and results[1].test_accuracy < 0.75
-    files = plot_probes(results, str(tmp_path), "planted")
+    files = plot_linear_probes(results, str(tmp_path), "planted")
     assert set(json.loads(open(files["json"]).read())["layers"]) == {"0", "1"}
     with pytest.raises(ValueError, match="two label values"):
         train_linear_probe(x, [1] * 400)
@@ -417,7 +417,11 @@ def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch):
     for command, extra, expected in (
         ("pos", [], ["pos_entropy.png", "pos_entropy.json", "trajectory.json", "trajectory_000_it0.png"]),
         ("gap", ["--k", "2"], ["modality_gap.png", "modality_gap.json"]),
-        ("probe", ["--label-field", "task", "--steps", "20"], ["linear_probe.png", "linear_probe.json"]),
+        (
+            "linear-probe",
+            ["--label-field", "task", "--steps", "20"],
+            ["linear_probe.png", "linear_probe.json"],
+        ),
         ("evidence", ["--ratios", "0.5"], ["evidence_masking.png", "evidence_masking.json"]),
     ):
         out = tmp_path / command

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from mapo.modality import completion_logps_and_entropies
+from mapo.modality import ModalitySpec, completion_logps_and_entropies, resolve_modality
 from mapo.trainer import AudioGRPOTrainer
 
 from .conftest import REWARDS, audio_rows, repeat_rows, tiny_grpo_settings
@@ -123,6 +125,38 @@ def test_prompt_with_two_clips_is_a_clear_error(qwen2_audio, tmp_path, rows_data
     ]
     with pytest.raises(ValueError, match="2 audio parts"):
         trainer._tokenize_prompts([prompt])
+
+
+def test_audio_inputs_are_the_spec_feature_kwargs(qwen2_audio, tmp_path, rows_dataset):
+    """The scoring forwards carry exactly ModalitySpec.audio_feature_kwargs: a processor output the spec does not
+    list is refused (it would reach generate() and silently miss every scoring forward); a hand-built generic spec
+    without the list gets it from the model's forward signature."""
+    model, processor = qwen2_audio
+    spec = resolve_modality(model, processor)
+    prompt = repeat_rows(audio_rows(1), 1)[0]["prompt"]
+    narrow = dataclasses.replace(spec, audio_feature_kwargs=("input_features",))
+    trainer = AudioGRPOTrainer(
+        model=model,
+        reward_funcs=REWARDS,
+        args=_grpo_config(tmp_path),
+        train_dataset=rows_dataset,
+        processing_class=processor,
+        modality=narrow,
+    )
+    with pytest.raises(ValueError, match=r"returned \['feature_attention_mask'\].*audio_feature_kwargs"):
+        trainer._tokenize_prompts([prompt])
+    generic = ModalitySpec.generic(spec.audio_token_id, family="hand_built")
+    trainer = AudioGRPOTrainer(
+        model=model,
+        reward_funcs=REWARDS,
+        args=_grpo_config(tmp_path),
+        train_dataset=rows_dataset,
+        processing_class=processor,
+        modality=generic,
+    )
+    assert trainer.modality.audio_feature_kwargs == ("input_features", "feature_attention_mask")
+    trainer._tokenize_prompts([prompt])
+    assert sorted(trainer._pending_audio) == ["feature_attention_mask", "input_features"]
 
 
 def test_arrow_stored_prompts_are_normalised(qwen2_audio, tmp_path):

@@ -129,7 +129,7 @@ def test_policy_loss_is_eq2_with_omega_from_independent_delta_h(qwen2_audio, tmp
         _, h_text = _independent_entropies(initial, batch, trainer.modality, pad, args.temperature, False)
         _, h_pol = _independent_entropies(initial, batch, trainer.modality, pad, args.temperature, True)
     delta_h = (h_text - h_pol) * mask
-    omega = objective.relevance_mask(delta_h, mask, tau_base=args.tau_base, clip=args.mask_clip)
+    omega = objective.relevance_mask(delta_h, mask, tau_base=args.tau_base, mask_clip=args.mask_clip)
     assert (omega[mask.bool()] - 1).abs().max() > 0.05, "the test needs a non-uniform ω̃"
 
     loss = trainer._compute_loss(trainer.model, batch)
@@ -142,14 +142,14 @@ def test_policy_loss_is_eq2_with_omega_from_independent_delta_h(qwen2_audio, tmp
 def test_attention_term_equals_eq4_with_naive_attention_mass(qwen2_audio, tmp_path, rows_dataset):
     model, processor = qwen2_audio
     sharpen(model)
-    args = tiny_config(tmp_path, eta=0.5, attention_layers=[0, 1])
+    args = tiny_config(tmp_path, eta=0.5, target_layers=[0, 1])
     trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
     batch = _batch(trainer)
     mask = batch["completion_mask"].float()
     loss_with = trainer._compute_loss(trainer.model, batch)
-    trainer.mapo.eta = 0.0
+    trainer.args.eta = 0.0
     loss_without = trainer._compute_loss(trainer.model, batch)
-    trainer.mapo.eta = 0.5
+    trainer.args.eta = 0.5
 
     # The coefficients from independent pieces: the POS gate, the raw accuracy reward, the sequence advantages.
     ids_lists = [r[m.bool()].tolist() for r, m in zip(batch["completion_ids"], batch["completion_mask"])]
@@ -164,7 +164,7 @@ def test_attention_term_equals_eq4_with_naive_attention_mass(qwen2_audio, tmp_pa
         failed,
         mask,
         tau_base=1.0,
-        clip=5.0,
+        mask_clip=5.0,
         kappa=1.0,
         fail_gate_floor=0.1,
         advantage_floor=0.1,
@@ -192,7 +192,7 @@ def test_attention_term_equals_eq4_with_naive_attention_mass(qwen2_audio, tmp_pa
 
 def test_attention_loss_gradient_reaches_query_key_projections(qwen2_audio, tmp_path, rows_dataset):
     model, processor = qwen2_audio
-    args = tiny_config(tmp_path, eta=1.0, attention_only=True, attention_layers=[1])
+    args = tiny_config(tmp_path, eta=1.0, attention_only=True, target_layers=[1])
     trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
     batch = _batch(trainer)
     model.zero_grad()
@@ -287,13 +287,25 @@ def test_text_reference_with_another_vocabulary_is_refused(qwen2_audio, tmp_path
         ({"kappa": -1.0}, "kappa must be"),
         ({"head_reduce": "sum"}, "head_reduce"),
         ({"attention_only": True, "eta": 0.0}, "attention_only"),
-        ({"attention_layers": [-1]}, "attention_layers"),
+        ({"target_layers": [-1]}, "target_layers must be distinct non-negative"),
+        ({"target_layers": [1, 1]}, r"target_layers must be distinct .* got \[1, 1\]"),
+        ({"target_layers": "0,0"}, r"target_layers must be distinct .* got \[0, 0\]"),
         ({"use_vllm": True}, "vLLM"),
     ],
 )
 def test_config_validation(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, **overrides)
+
+
+def test_target_layers_beyond_the_decoder_are_refused_when_the_trainer_is_built(
+    qwen2_audio, tmp_path, rows_dataset
+):
+    """The config cannot know the model's depth; the trainer checks it in __init__, not at the first loss."""
+    model, processor = qwen2_audio
+    depth = len(model.model.language_model.layers)
+    with pytest.raises(ValueError, match=rf"distinct layer indices in \[0, {depth}\).*got \[1, {depth}\]"):
+        _trainer(MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, target_layers=[1, depth]))
 
 
 def test_non_grpo_loss_is_allowed_when_asked(tmp_path):

@@ -72,7 +72,7 @@ def _config(tmp_path, **extra):
 
 
 def test_yaml_and_cli_overrides_are_parsed(tmp_path):
-    cfg = _config(tmp_path, eta=0.3, attention_layers=[0, 1])
+    cfg = _config(tmp_path, eta=0.3, target_layers=[0, 1])
     script, args, model_args = parse(
         [
             "--config",
@@ -86,9 +86,22 @@ def test_yaml_and_cli_overrides_are_parsed(tmp_path):
         ]
     )
     assert args.eta == 0.05  # the CLI wins over the YAML
-    assert args.attention_layers == [0, 1] and args.loss_type == "grpo"
+    assert args.target_layers == [0, 1] and args.loss_type == "grpo"
     assert script.trainer == "mapo" and script.rewards == ["accuracy", "format"]
     assert model_args.model_name_or_path == "m"
+
+
+def test_deprecated_yaml_key_attention_layers_still_reads(tmp_path):
+    """The 0.1 name of target_layers keeps working from a YAML file, with a DeprecationWarning naming the new key."""
+    cfg = _config(tmp_path, attention_layers=[0, 1])
+    with pytest.warns(DeprecationWarning, match="rename the field / YAML key to target_layers"):
+        _, args, _ = parse(
+            ["--config", str(cfg), "--model_name_or_path", "m", "--output_dir", str(tmp_path / "o")]
+        )
+    assert args.target_layers == [0, 1] and args.attention_layers is None
+    both = _config(tmp_path, attention_layers=[0], target_layers=[1])
+    with pytest.raises(ValueError, match="set only target_layers"):
+        parse(["--config", str(both), "--model_name_or_path", "m", "--output_dir", str(tmp_path / "o")])
 
 
 def test_jsonl_mixture_proportions(tmp_path):

@@ -15,6 +15,13 @@ from mapo.diagnostics.evidence import (
     select_regions,
 )
 from mapo.diagnostics.hidden import prompt_hidden_states
+from mapo.diagnostics.linear_probes import (
+    LinearProbeResult,
+    linear_probe_layers,
+    plot_linear_probes,
+    pooled_features,
+    train_linear_probe,
+)
 from mapo.diagnostics.modality_gap import (
     modality_gap,
     modality_gap_by_layer,
@@ -22,13 +29,6 @@ from mapo.diagnostics.modality_gap import (
     plot_modality_gap,
 )
 from mapo.diagnostics.pos_entropy import NO_WORD, plot_pos_entropy, pos_entropy_summary, summarize_by_tag
-from mapo.diagnostics.probes import (
-    ProbeResult,
-    plot_probes,
-    pooled_features,
-    probe_layers,
-    train_linear_probe,
-)
 from mapo.diagnostics.signals import (
     TokenSignals,
     completion_key_attention,
@@ -47,7 +47,7 @@ __all__ = [
     "DEFAULT_RATIOS",
     "NO_WORD",
     "KeyAttentionCapture",
-    "ProbeResult",
+    "LinearProbeResult",
     "TokenSignals",
     "Trajectory",
     "acs_table",
@@ -62,11 +62,11 @@ __all__ = [
     "plot_acs",
     "plot_modality_gap",
     "plot_pos_entropy",
-    "plot_probes",
+    "plot_linear_probes",
     "plot_trajectory",
     "pooled_features",
     "pos_entropy_summary",
-    "probe_layers",
+    "linear_probe_layers",
     "prompt_hidden_states",
     "region_weights",
     "select_regions",

@@ -6,7 +6,7 @@ like ``mapo eval`` (base, or ``--adapter`` merged) and writes PNG + JSON into ``
     mapo diagnose trajectory --benchmark mmau --data mmau-test-mini.json --model M --limit 4 --output-dir diag/
     mapo diagnose evidence   --benchmark mmau --data mmau-test-mini.json --model M --ratios 0.05 0.1 0.3 0.5
     mapo diagnose pos        --benchmark mmau --data mmau-test-mini.json --model M --tagger nltk --limit 50
-    mapo diagnose probe      --benchmark mmau --data mmau-test-mini.json --model M --label-field task
+    mapo diagnose linear-probe --benchmark mmau --data mmau-test-mini.json --model M --label-field task
     mapo diagnose gap        --benchmark mmau --data mmau-test-mini.json --model M --layers 0 8 16 24 28
 """
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -80,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--head-reduce", choices=("mean", "max"), default="mean")
     ev.add_argument("--answer-match", choices=("exact", "contains"), default="exact")
     ev.add_argument("--seed", type=int, default=0)
-    pr = sub.add_parser("probe", help="linear probe of an item attribute from hidden states, per layer")
+    pr = sub.add_parser(
+        "linear-probe",
+        aliases=["probe"],  # the 0.1 name; "probe" is the audio attention probe everywhere else
+        help="linear probe of an item attribute from hidden states, per layer",
+    )
     _common(pr)
     pr.add_argument(
         "--label-field", required=True, help="'group' or a field of the item's metadata (e.g. task)"
@@ -200,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        print("mapo diagnose: 'probe' is now 'linear-probe' (the old name goes away in 0.3)", file=sys.stderr)
+        args.command = "linear-probe"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     items, model, processor, settings = _load(args)
     out_dir = args.output_dir
@@ -236,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         written["evidence"] = plot_acs(result, out_dir)
         _print_acs(result)
-    elif args.command == "probe":
-        from mapo.diagnostics.probes import plot_probes, pooled_features, probe_layers
+    elif args.command == "linear-probe":
+        from mapo.diagnostics.linear_probes import linear_probe_layers, plot_linear_probes, pooled_features
 
         pool = int(args.pool) if args.pool.lstrip("-").isdigit() else args.pool
         layers = _hidden_state_layers(args, model)
@@ -250,14 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             lambda inputs: pooled_features(model, inputs, layers, pool, tokenizer=processor.tokenizer),
         )
         features = {layer: torch.cat(v).cpu() for layer, v in feats.items()}
-        results = probe_layers(
+        results = linear_probe_layers(
             features,
             _labels(items, args.label_field),
             test_fraction=args.test_fraction,
             steps=args.steps,
             seed=args.seed,
         )
-        written["probe"] = plot_probes(results, out_dir, args.label_field)
+        written["linear_probe"] = plot_linear_probes(results, out_dir, args.label_field)
     elif args.command == "gap":
         from mapo.diagnostics.modality_gap import modality_gap_by_layer, modality_states, plot_modality_gap
 
@@ -280,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             layer: (torch.cat([a for a, _ in v]), torch.cat([t for _, t in v])) for layer, v in states.items()
         }
         written["gap"] = plot_modality_gap(modality_gap_by_layer(merged, args.k), out_dir)
-    with open(os.path.join(out_dir, f"{args.command}_outputs.json"), "w", encoding="utf-8") as fh:
+    with open(
+        os.path.join(out_dir, f"{args.command.replace('-', '_')}_outputs.json"), "w", encoding="utf-8"
+    ) as fh:
         json.dump(written, fh, indent=2)
     print(json.dumps(written, indent=2))
     return 0

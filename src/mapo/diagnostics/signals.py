@@ -90,7 +90,7 @@ def teacher_forced_signals(
     reference_model: Any = None,
     key_attention: bool = False,
     key_head_reduce: str = "mean",
-    text_mode: str = "drop",
+    text_only_mode: str = "drop",
 ) -> TokenSignals:
     """Re-score ``completion_ids`` after ``prompt_inputs`` (the processor's outputs for the prompt).
 
@@ -104,14 +104,15 @@ def teacher_forced_signals(
         reference_model: the text-only reference π_text-ref (default: ``model`` itself, i.e. the frozen base when
             diagnosing a base model; pass the base model when diagnosing a fine-tuned one).
         key_attention: also compute the per-audio-key attention map (an extra forward).
-        text_mode: "drop" (design §4) or "keep_placeholders" (the public reference's variant).
+        text_only_mode: "drop" (the paper's x_text) or "keep_placeholders" (the public reference's variant); see
+            :func:`mapo.modality.text_only_prompt`.
     """
     lay = _layout(model, prompt_inputs, completion_ids, completion_mask, spec, tokenizer)
     spec, audio_kwargs, cat, keys, queries = lay.spec, lay.audio_kwargs, lay.cat, lay.keys, lay.queries
     prompt_ids, prompt_mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
     c = completion_ids.shape[1]
     mask = completion_mask.float()
-    with audio_attention(model, keys, queries, target_layers) as cap:
+    with audio_attention(model, keys, queries, target_layers, spec=spec) as cap:
         _, entropy = completion_logps_and_entropies(
             model, cat.input_ids, cat.attention_mask, c, temperature=temperature, **audio_kwargs
         )
@@ -119,7 +120,7 @@ def teacher_forced_signals(
     mass_mean = cap.reduced("mean", "mean")[:, cat.query_rows] * mask
 
     text_ids, text_mask = text_only_prompt(
-        prompt_ids, prompt_mask, spec, _pad_id(model, tokenizer), mode=text_mode
+        prompt_ids, prompt_mask, spec, _pad_id(model, tokenizer), text_only_mode=text_only_mode
     )
     text_cat = concat_prompt_completion(text_ids, text_mask, completion_ids, completion_mask)
     reference = reference_model if reference_model is not None else model
@@ -205,7 +206,7 @@ def _key_attention(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cat = lay.cat
     with audio_key_attention(
-        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce
+        model, lay.keys, lay.queries, cat.attention_mask, target_layers, head_reduce, spec=lay.spec
     ) as kcap:
         model(
             input_ids=cat.input_ids,

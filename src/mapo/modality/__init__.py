@@ -13,23 +13,27 @@ Modules, one job each (import the names from ``mapo.modality``):
 Layer: transformers and torch only; never TRL, so ``mapo eval`` and ``mapo diagnose`` load models without it.
 """
 
-from .decoder import DecoderHandle, locate_decoder, unwrap_model
+from .decoder import DecoderHandle, decoder_at, locate_decoder, unwrap_model
 from .loading import load_policy_model
 from .spec import (
     KNOWN_AUDIO_FEATURE_KWARGS,
+    TEXT_ONLY_MODES,
     Concatenated,
     ModalitySpec,
     audio_key_mask,
     completion_query_mask,
     concat_prompt_completion,
+    resolve_decoder,
     resolve_modality,
     text_only_prompt,
+    with_feature_kwargs,
     with_markers,
 )
 from .token_stats import completion_logps_and_entropies, logps_and_entropies_from_hidden
 
 __all__ = [
     "KNOWN_AUDIO_FEATURE_KWARGS",
+    "TEXT_ONLY_MODES",
     "Concatenated",
     "DecoderHandle",
     "ModalitySpec",
@@ -37,11 +41,14 @@ __all__ = [
     "completion_logps_and_entropies",
     "completion_query_mask",
     "concat_prompt_completion",
+    "decoder_at",
     "load_policy_model",
     "locate_decoder",
     "logps_and_entropies_from_hidden",
+    "resolve_decoder",
     "resolve_modality",
     "text_only_prompt",
     "unwrap_model",
+    "with_feature_kwargs",
     "with_markers",
 ]

@@ -1,7 +1,8 @@
 """Where a model's language-model decoder lives, and how to switch only its attention implementation.
 
-Works for Qwen2-Audio, the Omni thinkers, full Omni models (``.thinker``), plain ``*ForCausalLM`` models, and their
-PEFT / DDP wrappers. The probe (:mod:`mapo.probe`) uses it to install its attention implementation in the decoder
+The location is a per-family fact of :class:`~mapo.modality.ModalitySpec` (:func:`decoder_at` follows its paths);
+:func:`locate_decoder` discovers it for other models (plain ``*ForCausalLM``, unknown families), through PEFT / DDP
+wrappers. The probe (:mod:`mapo.probe`) uses the handle to install its attention implementation in the decoder
 only, leaving the audio and vision encoders on theirs.
 """
 
@@ -12,8 +13,10 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["DecoderHandle", "get_path", "locate_decoder", "unwrap_model"]
+__all__ = ["DecoderHandle", "decoder_at", "get_path", "locate_decoder", "unwrap_model"]
 
+# Where to look when no ModalitySpec says where the decoder is (generic families only): the known families' specs
+# carry their own paths (mapo.modality.spec), which :func:`decoder_at` follows.
 _DECODER_PATHS = ("thinker.model.language_model", "model.language_model", "language_model", "model", "")
 
 
@@ -69,23 +72,46 @@ class DecoderHandle:
             )
 
 
-def locate_decoder(model: nn.Module) -> DecoderHandle:
-    """Find the language-model decoder of ``model`` (Qwen2-Audio, Omni thinker or full Omni model, PEFT-wrapped
-    or not, a plain ``*ForCausalLM``) and the sub-config key that selects its attention implementation."""
+def _is_decoder(module: Any) -> bool:
+    return isinstance(getattr(module, "layers", None), nn.ModuleList) and hasattr(module, "config")
+
+
+def decoder_at(
+    model: nn.Module, language_model_path: str, owner_path: str = "", config_key: str | None = None
+) -> DecoderHandle:
+    """The decoder of ``model`` at the dotted paths a :class:`~mapo.modality.ModalitySpec` gives.
+
+    ``language_model_path`` leads to the module holding ``.layers``; ``owner_path`` to the model whose
+    ``set_attn_implementation`` switches it; ``config_key`` is the owner's sub-config of the decoder (``""``: the
+    owner's own config; ``None``: find it). Paths are relative to the model without its PEFT / DDP wrappers.
+    """
     model = unwrap_model(model)
-    owner = model.thinker if isinstance(getattr(model, "thinker", None), nn.Module) else model
-    for path in _DECODER_PATHS:
-        try:
-            lm = get_path(model, path)
-        except AttributeError:
-            continue
-        if isinstance(getattr(lm, "layers", None), nn.ModuleList) and hasattr(lm, "config"):
-            break
-    else:
+    try:
+        lm = get_path(model, language_model_path)
+        owner = get_path(model, owner_path)
+    except AttributeError as err:
         raise ValueError(
-            f"could not find the language-model decoder of {type(model).__name__}: looked for a module with "
-            f"`.layers` at {[p or '<model>' for p in _DECODER_PATHS]}. Pass a model with one of these layouts."
+            f"{type(model).__name__} has no module at language_model_path={language_model_path!r} / "
+            f"attn_owner_path={owner_path!r} ({err}). Fix these fields of the ModalitySpec, or set "
+            "language_model_path=None to discover the decoder."
+        ) from None
+    if not _is_decoder(lm):
+        raise ValueError(
+            f"{type(model).__name__}.{language_model_path} is a {type(lm).__name__} without `.layers` and `.config`: "
+            "language_model_path must lead to the decoder stack (the module whose .layers are the decoder layers)"
         )
+    return _handle(owner, lm, config_key)
+
+
+def _handle(owner: nn.Module, lm: nn.Module, config_key: str | None) -> DecoderHandle:
+    if config_key is not None:
+        sub = owner.config if config_key == "" else getattr(owner.config, config_key, None)
+        if sub is not lm.config:
+            raise ValueError(
+                f"attn_config_key={config_key!r}: that config of {type(owner).__name__} is not the config of its "
+                f"decoder {type(lm).__name__}. Fix the ModalitySpec's attn_config_key (or set it to None to find it)."
+            )
+        return DecoderHandle(owner, config_key, lm)
     if lm.config is owner.config:
         return DecoderHandle(owner, "", lm)
     for key in getattr(owner.config, "sub_configs", {}):
@@ -95,3 +121,28 @@ def locate_decoder(model: nn.Module) -> DecoderHandle:
         f"the decoder config of {type(lm).__name__} is neither the config of {type(owner).__name__} nor one of "
         f"its sub-configs, so its attention implementation cannot be switched on its own"
     )
+
+
+def locate_decoder(model: nn.Module) -> DecoderHandle:
+    """Find the language-model decoder of ``model`` (Qwen2-Audio, Omni thinker or full Omni model, PEFT-wrapped
+    or not, a plain ``*ForCausalLM``) and the sub-config key that selects its attention implementation.
+
+    This is the discovery used when no family fact sheet gives the location (a generic
+    :class:`~mapo.modality.ModalitySpec`); :func:`mapo.modality.resolve_decoder` prefers the spec.
+    """
+    model = unwrap_model(model)
+    owner = model.thinker if isinstance(getattr(model, "thinker", None), nn.Module) else model
+    for path in _DECODER_PATHS:
+        try:
+            lm = get_path(model, path)
+        except AttributeError:
+            continue
+        if _is_decoder(lm):
+            break
+    else:
+        raise ValueError(
+            f"could not find the language-model decoder of {type(model).__name__}: looked for a module with "
+            f"`.layers` at {[p or '<model>' for p in _DECODER_PATHS]}. Pass a model with one of these layouts, or "
+            "a ModalitySpec whose language_model_path / attn_owner_path say where it is."
+        )
+    return _handle(owner, lm, None)

@@ -1,13 +1,15 @@
 """Per-model-family facts about the audio modality, and the tensors MAPO derives from them.
 
-MAPO needs three things that differ between model families (paper §3.2-3.3):
+MAPO needs these facts that differ between model families (paper §3.2-3.3):
 
 * which key positions hold the audio (the placeholder id that the processor expands into one token per audio
   frame, optionally with its start/end markers) -> :func:`audio_key_mask`, the set S_audio of §3.2;
 * the text-only prompt x_text of the reference model in Δh_t (§3.3): the prompt with the audio placeholder run and
   its markers removed, re-padded on the left -> :func:`text_only_prompt`;
 * where the language model's decoder layers live (the probe switches only their attention implementation) ->
-  :func:`locate_decoder`.
+  :meth:`ModalitySpec.decoder` / :func:`resolve_decoder`;
+* which forward kwargs carry the audio features (every scoring forward passes exactly these) and the processor's
+  limits (sampling rate, the longest clip it keeps).
 
 :func:`resolve_modality` builds a :class:`ModalitySpec` from a model or config for Qwen2-Audio, the Qwen2.5-Omni
 thinker and the Qwen3-Omni-MoE thinker (also given as the full Omni model/config); anything else uses
@@ -25,11 +27,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .decoder import DecoderHandle, get_path, locate_decoder, unwrap_model
+from .decoder import DecoderHandle, decoder_at, locate_decoder, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "KNOWN_AUDIO_FEATURE_KWARGS",
+    "TEXT_ONLY_MODES",
     "Concatenated",
     "DecoderHandle",
     "ModalitySpec",
@@ -37,10 +41,16 @@ __all__ = [
     "completion_query_mask",
     "concat_prompt_completion",
     "locate_decoder",
+    "resolve_decoder",
     "resolve_modality",
     "text_only_prompt",
+    "with_feature_kwargs",
     "with_markers",
 ]
+
+#: How the text-only prompt x_text is made (:func:`text_only_prompt`): ``"drop"`` the audio placeholders and
+#: markers (the paper), or ``"keep_placeholders"`` and drop only the features (the public code).
+TEXT_ONLY_MODES: tuple[str, ...] = ("drop", "keep_placeholders")
 
 #: Audio feature kwargs of the families we know (the processor outputs that carry the audio).
 KNOWN_AUDIO_FEATURE_KWARGS: tuple[str, ...] = (
@@ -156,11 +166,16 @@ class ModalitySpec:
         """The known marker ids (start and/or end)."""
         return tuple(i for i in (self.audio_start_token_id, self.audio_end_token_id) if i is not None)
 
+    def decoder(self, model: nn.Module) -> DecoderHandle:
+        """``model``'s decoder where this spec says it is (``language_model_path``, ``attn_owner_path``,
+        ``attn_config_key``), or discovered (:func:`locate_decoder`) when ``language_model_path`` is ``None``."""
+        if self.language_model_path is None:
+            return locate_decoder(model)
+        return decoder_at(model, self.language_model_path, self.attn_owner_path, self.attn_config_key)
+
     def language_model(self, model: nn.Module) -> nn.Module:
         """The decoder stack of ``model`` (the module whose ``.layers`` are the decoder layers)."""
-        if self.language_model_path is None:
-            return locate_decoder(model).language_model
-        return get_path(unwrap_model(model), self.language_model_path)
+        return self.decoder(model).language_model
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         """The decoder layers of the language model inside ``model``."""
@@ -219,6 +234,8 @@ def resolve_modality(
     owner_path = ""
     if config.model_type in _FULL_OMNI and getattr(config, "thinker_config", None) is not None:
         config, owner_path = config.thinker_config, "thinker"
+    elif model is not None and isinstance(getattr(model, "thinker", None), nn.Module):
+        owner_path = "thinker"  # a wrapper that holds the thinker and shows its config
     prefix = f"{owner_path}." if owner_path else ""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     num_layers = getattr(text_config, "num_hidden_layers", None)
@@ -242,12 +259,7 @@ def resolve_modality(
             config.model_type,
             token,
         )
-        feature_kwargs: tuple[str, ...] = KNOWN_AUDIO_FEATURE_KWARGS
-        if model is not None:
-            import inspect
-
-            params = inspect.signature(model.forward).parameters
-            feature_kwargs = tuple(k for k in KNOWN_AUDIO_FEATURE_KWARGS if k in params)
+        feature_kwargs = KNOWN_AUDIO_FEATURE_KWARGS if model is None else _forward_feature_kwargs(model)
         return ModalitySpec.generic(
             token,
             audio_start_token_id,
@@ -291,6 +303,44 @@ def with_markers(spec: ModalitySpec, tokenizer: Any) -> ModalitySpec:
     start = start if start is not None else _token_id(tokenizer, spec.marker_names[0])
     end = end if end is not None else _token_id(tokenizer, spec.marker_names[1])
     return replace(spec, audio_start_token_id=start, audio_end_token_id=end)
+
+
+def _forward_feature_kwargs(model: nn.Module) -> tuple[str, ...]:
+    """The known audio feature kwargs that ``model.forward`` accepts."""
+    import inspect
+
+    params = inspect.signature(unwrap_model(model).forward).parameters
+    return tuple(k for k in KNOWN_AUDIO_FEATURE_KWARGS if k in params)
+
+
+def with_feature_kwargs(spec: ModalitySpec, model: nn.Module) -> ModalitySpec:
+    """``spec`` with :attr:`ModalitySpec.audio_feature_kwargs` filled in from ``model.forward``'s parameters when
+    it lists none (a hand-built generic spec); the scoring forwards carry exactly these kwargs."""
+    if spec.audio_feature_kwargs:
+        return spec
+    found = _forward_feature_kwargs(model)
+    if not found:
+        raise ValueError(
+            f"{type(unwrap_model(model)).__name__}.forward takes none of {KNOWN_AUDIO_FEATURE_KWARGS}: give the "
+            "names of its audio inputs as ModalitySpec.generic(..., audio_feature_kwargs=(...))"
+        )
+    return replace(spec, audio_feature_kwargs=found)
+
+
+def _family_spec(model: nn.Module) -> ModalitySpec | None:
+    """The built-in fact sheet of ``model``'s family, or ``None`` for families without one."""
+    config = getattr(unwrap_model(model), "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type in _FAMILIES or (model_type in _FULL_OMNI and getattr(config, "thinker_config", None)):
+        return resolve_modality(model)
+    return None
+
+
+def resolve_decoder(model: nn.Module, spec: ModalitySpec | None = None) -> DecoderHandle:
+    """``model``'s language-model decoder where the fact sheet says: ``spec`` if given, else the built-in spec of
+    the model's family; models of other families are searched (:func:`locate_decoder`)."""
+    spec = spec if spec is not None else _family_spec(model)
+    return locate_decoder(model) if spec is None else spec.decoder(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,7 +412,7 @@ def text_only_prompt(
     prompt_mask: torch.Tensor,
     spec: ModalitySpec,
     pad_token_id: int,
-    mode: str = "drop",
+    text_only_mode: str = "drop",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_text of §3.3: the prompt with the audio removed, left-padded, ready to be followed by the unchanged
     completion (so completion index t is the same token for the policy and the text-only reference).
@@ -371,7 +421,7 @@ def text_only_prompt(
         prompt_ids, prompt_mask: ``[B, P]`` left-padded prompt ids and 0/1 mask.
         spec: the family's :class:`ModalitySpec`.
         pad_token_id: id written into the new padding.
-        mode: ``"drop"`` removes every placeholder run and the start/end markers adjacent to it, then re-pads on
+        text_only_mode: ``"drop"`` removes every placeholder run and the start/end markers adjacent to it, then re-pads on
             the left to the new widest row (width ``P' <= P``); ``"keep_placeholders"`` returns the inputs
             unchanged (the caller drops only the audio features, as the public reference does).
 
@@ -386,8 +436,8 @@ def text_only_prompt(
         raise ValueError(
             f"prompt_mask {tuple(prompt_mask.shape)} must have prompt_ids' shape {tuple(prompt_ids.shape)}"
         )
-    if mode not in ("drop", "keep_placeholders"):
-        raise ValueError(f"mode must be 'drop' or 'keep_placeholders', got {mode!r}")
+    if text_only_mode not in TEXT_ONLY_MODES:
+        raise ValueError(f"text_only_mode must be one of {TEXT_ONLY_MODES}, got {text_only_mode!r}")
     valid = prompt_mask.bool()
     audio, markers = _placeholder_and_markers(prompt_ids, spec, valid)
     if rows := _rows_without_audio(audio):
@@ -396,7 +446,7 @@ def text_only_prompt(
             "a text-only reference of a prompt without audio is the prompt itself, so its Δh would be a silent 0. "
             "Check that the processor expanded the audio, or filter those rows out."
         )
-    if mode == "keep_placeholders":
+    if text_only_mode == "keep_placeholders":
         return prompt_ids, prompt_mask
     if spec.marker_names is not None and len(spec.marker_ids) < 2:
         logger.warning(

@@ -12,7 +12,7 @@ Conventions (design.md §2):
   completion positions raise ``ValueError``.
 * A sequence with an empty completion (Σ mask = 0) contributes 0 to every loss but still counts in the mean over
   the B sequences, exactly like TRL's ``loss_type="grpo"`` (Σ ℓ m / max(1, Σ m)).
-* Clip thresholds (``clip`` = C_mask, ``prefactor_clip`` = C_pref) must be > 0; ``None`` disables a clip (the public
+* Clip thresholds (``mask_clip`` = C_mask, ``prefactor_clip`` = C_pref) must be > 0; ``None`` disables a clip (the public
   reference used 0 for that, which we reject as ambiguous).
 * Weights, masks, advantages and reference log-probs are detached; gradients flow only through ``logps`` (PG, KL)
   and ``audio_mass`` (attention loss).

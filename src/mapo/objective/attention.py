@@ -69,7 +69,7 @@ def attention_coefficients(
     mask: Tensor,
     *,
     tau_base: float = 1.0,
-    clip: float | None = 5.0,
+    mask_clip: float | None = 5.0,
     kappa: float = 1.0,
     fail_gate_floor: float = 0.1,
     advantage_floor: float = 0.1,
@@ -89,10 +89,10 @@ def attention_coefficients(
     adv = _seq_advantages(advantages, m.shape[0])
     f = chk.seq_flags("failed", failed, m.shape[0])
     tau_base = chk.number("tau_base", tau_base, minimum=0.0, strict=True)
-    clip = chk.clip_value("clip", clip)
+    mask_clip = chk.clip_value("mask_clip", mask_clip)
     kappa = chk.number("kappa", kappa, minimum=0.0)
     hp = _attention_hparams(fail_gate_floor, advantage_floor, prefactor_clip)
-    return _attention_parts(dh, active, m, adv, f, tau_base, clip, kappa, hp)[0]
+    return _attention_parts(dh, active, m, adv, f, tau_base, mask_clip, kappa, hp)[0]
 
 
 def _attention_parts(dh, active, m, adv, failed, tau_base, clip, kappa, hp) -> tuple[Tensor, Tensor, Tensor]:
@@ -138,7 +138,7 @@ def attention_loss(
     mask: Tensor,
     *,
     tau_base: float = 1.0,
-    clip: float | None = 5.0,
+    mask_clip: float | None = 5.0,
     kappa: float = 1.0,
     fail_gate_floor: float = 0.1,
     advantage_floor: float = 0.1,
@@ -160,7 +160,7 @@ def attention_loss(
         failed,
         m,
         tau_base=tau_base,
-        clip=clip,
+        mask_clip=mask_clip,
         kappa=kappa,
         fail_gate_floor=fail_gate_floor,
         advantage_floor=advantage_floor,

@@ -84,14 +84,16 @@ def _nu_raw(dh: Tensor, active: Tensor, m: Tensor, tau_base: float) -> Tensor:
     return _scaled_softmax(-dh.abs() / _tau(m, tau_base, dh.dtype).unsqueeze(1), active)
 
 
-def relevance_mask(delta_h: Tensor, mask: Tensor, tau_base: float = 1.0, clip: float | None = 5.0) -> Tensor:
+def relevance_mask(
+    delta_h: Tensor, mask: Tensor, tau_base: float = 1.0, mask_clip: float | None = 5.0
+) -> Tensor:
     """Modality relevance mask ω̃ (eq. 1): min(T · softmax_t(|Δh_t| / τ_T), C_mask), detached.
 
     Args:
         delta_h: ``[B, T]`` cross-modal differential entropy Δh = H_text-ref − H_policy (§3.3); only |Δh| is used.
         mask: ``[B, T]`` 0/1 completion mask; the softmax runs over each sequence's completion tokens only.
         tau_base: τ_base > 0; τ_T = τ_base · ln(max(T, 2)) with T = Σ_t mask of that sequence.
-        clip: C_mask > 0, or ``None`` for no clip.
+        mask_clip: C_mask > 0, or ``None`` for no clip.
 
     Returns:
         ``[B, T]`` weights, 0 on padding, Σ_t ω̃ = T when the clip does not bind; an empty row is all 0.
@@ -99,11 +101,11 @@ def relevance_mask(delta_h: Tensor, mask: Tensor, tau_base: float = 1.0, clip: f
     m = chk.check_mask(mask)
     dh = chk.token_values("delta_h", delta_h, m).detach()
     tau_base = chk.number("tau_base", tau_base, minimum=0.0, strict=True)
-    return _clip(_omega_raw(dh, m, tau_base), chk.clip_value("clip", clip))
+    return _clip(_omega_raw(dh, m, tau_base), chk.clip_value("mask_clip", mask_clip))
 
 
 def inverse_relevance_weight(
-    delta_h: Tensor, pos_gate: Tensor, mask: Tensor, tau_base: float = 1.0, clip: float | None = 5.0
+    delta_h: Tensor, pos_gate: Tensor, mask: Tensor, tau_base: float = 1.0, mask_clip: float | None = 5.0
 ) -> Tensor:
     """Inverse relevance weight ν̃ (eq. 3): min(N_pos · softmax over POS-active tokens of −|Δh_t| / τ_T, C_mask).
 
@@ -112,7 +114,7 @@ def inverse_relevance_weight(
         pos_gate: ``[B, T]`` 0/1 POS gate g^pos (read on completion positions only).
         mask: ``[B, T]`` 0/1 completion mask; the active set is g^pos · mask, N_pos = its size.
         tau_base: τ_base > 0; τ_T is computed from the full completion length T (not N_pos).
-        clip: C_mask > 0 (the same cap as ω̃), or ``None``.
+        mask_clip: C_mask > 0 (the same cap as ω̃), or ``None``.
 
     Returns:
         ``[B, T]`` detached weights, 0 outside the active set; Σ_t ν̃ = N_pos when the clip does not bind; a
@@ -122,7 +124,7 @@ def inverse_relevance_weight(
     dh = chk.token_values("delta_h", delta_h, m).detach()
     active = chk.token_gate("pos_gate", pos_gate, m)
     tau_base = chk.number("tau_base", tau_base, minimum=0.0, strict=True)
-    return _clip(_nu_raw(dh, active, m, tau_base), chk.clip_value("clip", clip))
+    return _clip(_nu_raw(dh, active, m, tau_base), chk.clip_value("mask_clip", mask_clip))
 
 
 def temporal_weight(mask: Tensor, kappa: float = 1.0) -> Tensor:

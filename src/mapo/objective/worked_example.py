@@ -18,7 +18,9 @@ from .. import objective as obj
 G, WIDTH = 4, 8
 PAD = [0.0] * WIDTH
 #: Hyper-parameters: the paper's Table 5 (appendix F); α = 0.1 as in the authors' launcher.
-HP = dict(tau_base=1.0, clip=5.0, kappa=1.0, fail_gate_floor=0.1, advantage_floor=0.1, prefactor_clip=3.0)
+HP = dict(
+    tau_base=1.0, mask_clip=5.0, kappa=1.0, fail_gate_floor=0.1, advantage_floor=0.1, prefactor_clip=3.0
+)
 BETA, ETA, EPS_CLIP, LOG_EPS = 0.002, 0.1, 0.2, 1e-6
 
 # One prompt, four sampled completions of lengths 8, 6, 5, 3 (right-padded to 8 tokens).
@@ -135,7 +137,7 @@ def sections() -> list[tuple[str, str, str]]:
     block = _table(x["delta_h"], mb, {"tau_T": _col(tau)})
     out.append(("Step 2 - differential entropy and length temperature", _T_DH, block))
 
-    omega = obj.relevance_mask(x["delta_h"], m, HP["tau_base"], HP["clip"])
+    omega = obj.relevance_mask(x["delta_h"], m, HP["tau_base"], HP["mask_clip"])
     block = _table(omega, mb, {"sum": _col(omega.sum(1)), "T": _col(lengths, "{:.0f}")})
     out.append(("Step 3 - modality relevance mask (eq. 1)", _T_OMEGA, block))
 
@@ -162,7 +164,7 @@ def sections() -> list[tuple[str, str, str]]:
         ("Step 5 - k3 KL", "k3_t = exp(r − l) − (r − l) − 1, per-sequence mean, unweighted (§2).", block)
     )
 
-    nu = obj.inverse_relevance_weight(x["delta_h"], x["pos_gate"], m, HP["tau_base"], HP["clip"])
+    nu = obj.inverse_relevance_weight(x["delta_h"], x["pos_gate"], m, HP["tau_base"], HP["mask_clip"])
     n_pos = (x["pos_gate"] * m).sum(1)
     block = "POS gate\n" + _table(x["pos_gate"], mb) + "\n\nnu~\n"
     block += _table(nu, mb, {"sum": _col(nu.sum(1)), "N_pos": _col(n_pos, "{:.0f}")})
@@ -210,8 +212,7 @@ def sections() -> list[tuple[str, str, str]]:
         failed=x["failed"],
         beta=BETA,
         eta=ETA,
-        mask_clip=HP["clip"],
-        **{k: v for k, v in HP.items() if k != "clip"},
+        **HP,
     )
     block = (
         f"L_MAPO = L_PG + beta*L_KL + eta*L_attn = {pg.item():.7f} + {BETA}*{kl.item():.7f} + {ETA}*{attn.item():.7f}"

@@ -25,6 +25,7 @@ from .capture import (
     audio_attention,
     default_target_layers,
     naive_audio_attention,
+    resolve_target_layers,
 )
 from .key_attention import KeyAttentionCapture, audio_key_attention
 from .naive import naive_head_mass
@@ -46,4 +47,5 @@ __all__ = [
     "naive_audio_attention",
     "naive_head_mass",
     "probe_attention_forward",
+    "resolve_target_layers",
 ]

@@ -20,7 +20,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..modality.decoder import DecoderHandle, locate_decoder
+from ..modality import DecoderHandle, ModalitySpec, resolve_decoder
 
 __all__ = [
     "PROBE_IMPLEMENTATION",
@@ -72,22 +72,25 @@ AttentionInterface.register(PROBE_IMPLEMENTATION, probe_attention_forward)
 AttentionMaskInterface.register(PROBE_IMPLEMENTATION, sdpa_mask)
 
 
-def enable_probe_attention(model: nn.Module) -> str:
+def enable_probe_attention(model: nn.Module, spec: ModalitySpec | None = None) -> str:
     """Switch the language model of ``model`` to the probe implementation for good; returns the previous one.
 
     Outside a capture the probe is plain SDPA. Trainers call this once so that backward passes that recompute
-    checkpointed layers after a capture block still find the probe.
+    checkpointed layers after a capture block still find the probe. ``spec`` says where the decoder is (default:
+    the built-in fact sheet of the model's family, :func:`mapo.modality.resolve_decoder`).
     """
-    handle = locate_decoder(model)
+    handle = resolve_decoder(model, spec)
     previous = handle.implementation
     if previous != PROBE_IMPLEMENTATION:
         handle.set_implementation(PROBE_IMPLEMENTATION)
     return previous
 
 
-def disable_probe_attention(model: nn.Module, implementation: str = "sdpa") -> None:
+def disable_probe_attention(
+    model: nn.Module, implementation: str = "sdpa", spec: ModalitySpec | None = None
+) -> None:
     """Switch the language model of ``model`` back to ``implementation``."""
-    locate_decoder(model).set_implementation(implementation)
+    resolve_decoder(model, spec).set_implementation(implementation)
 
 
 @contextlib.contextmanager

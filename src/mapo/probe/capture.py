@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from ..modality.decoder import DecoderHandle, locate_decoder
+from ..modality import DecoderHandle, ModalitySpec, resolve_decoder
 from .attention_hook import (
     PROBE_IMPLEMENTATION,
     attention_observer,
@@ -71,6 +71,7 @@ __all__ = [
     "enable_probe_attention",
     "naive_audio_attention",
     "probe_attention_forward",
+    "resolve_target_layers",
 ]
 
 _CUDA_INDICATOR_COLUMNS = (
@@ -335,7 +336,12 @@ def _as_bool_mask(name: str, mask: torch.Tensor) -> torch.Tensor:
     return mask.bool()
 
 
-def _resolve_layers(target_layers: Sequence[int] | None, num_layers: int) -> tuple[int, ...]:
+def resolve_target_layers(target_layers: Sequence[int] | None, num_layers: int) -> tuple[int, ...]:
+    """L_tgt as sorted distinct 0-based decoder layer indices; ``None`` = :func:`default_target_layers`.
+
+    A repeated index would count its layer twice in the layer mean (a_t of ``[1, 1]`` is not a_t of ``[1]``), an
+    out-of-range one would never be observed: both are refused with the model's depth in the message.
+    """
     if target_layers is None:
         return default_target_layers(num_layers)
     layers = tuple(int(i) for i in target_layers)
@@ -360,6 +366,7 @@ def audio_attention(
     keep_heads: bool = False,
     method: str = "probe",
     padding_mask: torch.Tensor | None = None,
+    spec: ModalitySpec | None = None,
 ) -> Iterator[AudioAttentionCapture]:
     """Capture the audio attention mass of the forward run inside the block (paper §3.2; gradient eq. 13-16).
 
@@ -373,6 +380,8 @@ def audio_attention(
         keep_heads: expose ``cap.per_head`` (layer -> ``[B, H, L]``) for diagnostics.
         method: ``"probe"`` (indicator SDPA) or ``"naive"`` (materialised fp32 softmax; tests/diagnostics).
         padding_mask: ``[B, L]`` 0/1 key padding mask, used only by the naive method (its own mask).
+        spec: the family's :class:`~mapo.modality.ModalitySpec`, which says where the decoder is; default: the
+            built-in spec of the model's family, or discovery for other models (:func:`mapo.modality.resolve_decoder`).
 
     The language model is switched to the probe implementation if it is not on it already and switched back on
     exit (also on error). Rows selected by ``query_mask`` must have at least one audio key.
@@ -393,14 +402,14 @@ def audio_attention(
             f"rows {empty} of audio_key_mask have no audio key but are queried: their mass would be identically 0. "
             "Fix the prompt, or set query_mask to 0 on those rows."
         )
-    handle = locate_decoder(model)
+    handle = resolve_decoder(model, spec)
     if handle.language_model in _ACTIVE:
         raise RuntimeError("audio_attention() blocks cannot be nested on the same model")
     capture = AudioAttentionCapture(
         handle,
         keys,
         queries,
-        _resolve_layers(target_layers, handle.num_layers),
+        resolve_target_layers(target_layers, handle.num_layers),
         head_reduce,
         layer_reduce,
         keep_heads,
@@ -426,6 +435,7 @@ def naive_audio_attention(
     layer_reduce: str = "mean",
     *,
     keep_heads: bool = False,
+    spec: ModalitySpec | None = None,
 ):
     """:func:`audio_attention` with the naive method: materialised fp32 softmax of the same q/k, masked with its
     own causal + ``attention_mask`` (2-D padding) mask. The reference the probe is tested against."""
@@ -439,4 +449,5 @@ def naive_audio_attention(
         keep_heads=keep_heads,
         method="naive",
         padding_mask=attention_mask,
+        spec=spec,
     )

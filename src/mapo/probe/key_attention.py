@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from ..modality.decoder import locate_decoder
+from ..modality import ModalitySpec, resolve_decoder
 from .attention_hook import attention_observer
-from .capture import default_target_layers
+from .capture import resolve_target_layers
 
 __all__ = ["KeyAttentionCapture", "audio_key_attention"]
 
@@ -118,6 +118,7 @@ def audio_key_attention(
     target_layers: Sequence[int] | None = None,
     head_reduce: str = "mean",
     chunk_size: int = 128,
+    spec: ModalitySpec | None = None,
 ) -> Iterator[KeyAttentionCapture]:
     """Capture the attention of the ``query_mask`` rows to every audio key during one forward inside the block.
 
@@ -127,6 +128,7 @@ def audio_key_attention(
         attention_mask: ``[B, L]`` 0/1 padding mask of the forward (keys at 0 are masked).
         target_layers: decoder layers; default the last five (as the probe).
         head_reduce: "mean" or "max" over heads; layers are averaged.
+        spec: where the decoder is (default: the family's built-in spec, :func:`mapo.modality.resolve_decoder`).
     """
     if head_reduce not in ("mean", "max"):
         raise ValueError(f"head_reduce must be 'mean' or 'max', got {head_reduce!r}")
@@ -136,10 +138,8 @@ def audio_key_attention(
         raise ValueError(
             f"audio_key_mask {tuple(audio_key_mask.shape)} and query_mask {tuple(query_mask.shape)} must both be [B, L]"
         )
-    handle = locate_decoder(model)
-    layers = tuple(default_target_layers(handle.num_layers) if target_layers is None else target_layers)
-    if not layers or any(not 0 <= i < handle.num_layers for i in layers):
-        raise ValueError(f"target_layers must be indices in [0, {handle.num_layers}), got {list(layers)}")
+    handle = resolve_decoder(model, spec)
+    layers = resolve_target_layers(target_layers, handle.num_layers)
     capture = KeyAttentionCapture(
         audio_key_mask.bool(), attention_mask, query_mask.bool(), layers, head_reduce, chunk_size
     )

@@ -87,7 +87,7 @@ def completion_signals(
         "input_features": batch.input_features,
         "feature_attention_mask": batch.feature_attention_mask,
     }
-    with audio_attention(model, keys, query_mask=queries, target_layers=target_layers) as capture:
+    with audio_attention(model, keys, query_mask=queries, target_layers=target_layers, spec=spec) as capture:
         _, h_policy = completion_logps_and_entropies(
             model, batch.input_ids, batch.attention_mask, width, **audio_kwargs
         )

@@ -136,7 +136,7 @@ def run_arm(
     _, trainer_cls, overrides = ARMS[arm]
     if trainer_cls is MAPOTrainer:
         overrides = {
-            "attention_layers": [base_model.config.get_text_config().num_hidden_layers - 1],
+            "target_layers": [base_model.config.get_text_config().num_hidden_layers - 1],
             **overrides,
         }
     model = copy.deepcopy(base_model).train()

@@ -32,18 +32,10 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import add_fused_lm_head
 
 from ..data import AudioPromptTransform, count_audio_parts
-from ..modality import ModalitySpec, load_policy_model, resolve_modality
+from ..modality import ModalitySpec, load_policy_model, resolve_modality, with_feature_kwargs
 from .lora import check_lora
 
 logger = logging.getLogger(__name__)
-
-#: Processor outputs that carry audio, across the supported families.
-AUDIO_FEATURE_KEYS: tuple[str, ...] = (
-    "input_features",
-    "feature_attention_mask",
-    "input_features_mask",
-    "audio_feature_lengths",
-)
 
 
 def _is_peft(model) -> bool:
@@ -96,7 +88,9 @@ class AudioGRPOTrainer(GRPOTrainer):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         processing_class = kw.get("processing_class")
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        self.modality = modality if modality is not None else resolve_modality(base, tokenizer=tokenizer)
+        self.modality = with_feature_kwargs(
+            modality if modality is not None else resolve_modality(base, tokenizer=tokenizer), base
+        )
         self._pending_audio: dict[str, torch.Tensor] | None = None
         self._visible_audio: dict[str, torch.Tensor] | None = None
         self._local_rewards_per_func: torch.Tensor | None = None
@@ -109,11 +103,12 @@ class AudioGRPOTrainer(GRPOTrainer):
             own_reference = self._load_or_copy_reference(model, args)
         model = self._prepare_model_before_grpo_init(model, args, peft_config)
 
+        sr = getattr(
+            getattr(processing_class, "feature_extractor", None), "sampling_rate", self.modality.sampling_rate
+        )
         if train_dataset is not None:
-            sr = getattr(getattr(processing_class, "feature_extractor", None), "sampling_rate", 16000)
             train_dataset = self._with_audio_prompts(train_dataset, sr)
         if kw.get("eval_dataset") is not None:
-            sr = getattr(getattr(processing_class, "feature_extractor", None), "sampling_rate", 16000)
             kw["eval_dataset"] = self._with_audio_prompts(kw["eval_dataset"], sr)
 
         # TRL reads config.image_token_id to suppress it during generation and crashes when the config has none
@@ -137,7 +132,7 @@ class AudioGRPOTrainer(GRPOTrainer):
             self.beta = beta
             self.ref_model = self._prepare_frozen(own_reference)
         if modality is None and processing_class is None:  # TRL loaded the processor: markers are known now
-            self.modality = resolve_modality(base, tokenizer=self._tokenizer)
+            self.modality = with_feature_kwargs(resolve_modality(base, tokenizer=self._tokenizer), base)
         if hasattr(self, "generation_kwargs"):
             suppress = {self.modality.audio_token_id}
             for tid in (self.modality.audio_start_token_id, self.modality.audio_end_token_id):
@@ -217,10 +212,17 @@ class AudioGRPOTrainer(GRPOTrainer):
                 )
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
         audio = {}
-        for key in AUDIO_FEATURE_KEYS:
+        for key in self.modality.audio_feature_kwargs:
             if key in multimodal_fields:
                 value = multimodal_fields[key]
                 audio[key] = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        if unused := sorted(set(multimodal_fields) - set(audio)):
+            # generate() sees them but the scoring forwards would not: the log-probs would not be the sampler's.
+            raise ValueError(
+                f"the processor returned {unused}, which the {self.modality.family} ModalitySpec does not list in "
+                f"audio_feature_kwargs {self.modality.audio_feature_kwargs}; the scoring forwards would drop them. "
+                "Pass modality=ModalitySpec(..., audio_feature_kwargs=(...)) naming every audio input."
+            )
         if "input_features" not in audio:
             raise ValueError(
                 "The processor returned no audio features for prompts with audio parts "
@@ -262,7 +264,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         return self._visible_audio
 
     def _compute_loss(self, model, inputs):
-        audio = {k: inputs[k] for k in AUDIO_FEATURE_KEYS if k in inputs}
+        audio = {k: inputs[k] for k in self.modality.audio_feature_kwargs if k in inputs}
         with self.audio_visible(audio or None):
             return super()._compute_loss(model, inputs)
 

@@ -6,16 +6,17 @@ this file agree. Fields inherited from ``GRPOConfig`` whose defaults differ here
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ..modality import TEXT_ONLY_MODES
+from ..probe import HEAD_REDUCE, LAYER_REDUCE
+
 #: The paper's POS target set (appendix E).
 PAPER_POS_TAGS: tuple[str, ...] = ("NOUN", "VERB", "ADJ", "ADV", "NUM", "X")
 
-_HEAD_REDUCTIONS = ("max", "mean")
-_LAYER_REDUCTIONS = ("mean", "max")
-_TEXT_ONLY_MODES = ("drop", "keep_placeholders")
 _TEXT_REFERENCES = ("frozen", "policy")
 
 
@@ -91,11 +92,11 @@ class MAPOConfig(GRPOConfig):
         default=3.0, metadata={"help": "C_pref: cap of the prefactor f̂·|Â| (eq. 4)."}
     )
     log_eps: float = field(default=1e-6, metadata={"help": "ε inside −log(a_t + ε) of the attention loss."})
-    attention_layers: list[int] | None = field(
+    target_layers: list[int] | None = field(
         default=None,
         metadata={
-            "help": "L_tgt: 0-based decoder layers whose audio attention mass forms a_t. Default: the last five "
-            "(paper: 43-47 of Qwen3-Omni's 48)."
+            "help": "L_tgt: distinct 0-based decoder layers whose audio attention mass forms a_t. Default: the last "
+            "five (paper: 43-47 of Qwen3-Omni's 48)."
         },
     )
     head_reduce: str = field(
@@ -147,6 +148,10 @@ class MAPOConfig(GRPOConfig):
             "help": "Diagnostic mode: train on η·L_attn alone (the policy-gradient and KL terms get weight 0)."
         },
     )
+    attention_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Deprecated name of target_layers (read with a warning; removed in 0.3)."},
+    )
     allow_non_grpo_loss: bool = field(
         default=False,
         metadata={
@@ -174,22 +179,38 @@ class MAPOConfig(GRPOConfig):
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.fail_gate_floor > 1:
             raise ValueError(f"fail_gate_floor (α) must lie in [0, 1], got {self.fail_gate_floor}")
-        if self.head_reduce not in _HEAD_REDUCTIONS:
-            raise ValueError(f"head_reduce must be one of {_HEAD_REDUCTIONS}, got {self.head_reduce!r}")
-        if self.layer_reduce not in _LAYER_REDUCTIONS:
-            raise ValueError(f"layer_reduce must be one of {_LAYER_REDUCTIONS}, got {self.layer_reduce!r}")
-        if self.text_only_mode not in _TEXT_ONLY_MODES:
-            raise ValueError(f"text_only_mode must be one of {_TEXT_ONLY_MODES}, got {self.text_only_mode!r}")
+        if self.head_reduce not in HEAD_REDUCE:
+            raise ValueError(f"head_reduce must be one of {HEAD_REDUCE}, got {self.head_reduce!r}")
+        if self.layer_reduce not in LAYER_REDUCE:
+            raise ValueError(f"layer_reduce must be one of {LAYER_REDUCE}, got {self.layer_reduce!r}")
+        if self.text_only_mode not in TEXT_ONLY_MODES:
+            raise ValueError(f"text_only_mode must be one of {TEXT_ONLY_MODES}, got {self.text_only_mode!r}")
         if self.text_reference not in _TEXT_REFERENCES:
             raise ValueError(f"text_reference must be one of {_TEXT_REFERENCES}, got {self.text_reference!r}")
         if self.attention_layers is not None:
-            if isinstance(self.attention_layers, str):  # CLI / YAML "43,44,45"
-                self.attention_layers = [int(x) for x in self.attention_layers.split(",") if x.strip()]
-            if not self.attention_layers or any(int(i) < 0 for i in self.attention_layers):
+            if self.target_layers is not None:
                 raise ValueError(
-                    f"attention_layers must be non-negative layer indices, got {self.attention_layers}"
+                    "attention_layers is the deprecated name of target_layers; set only target_layers, got both "
+                    f"({self.attention_layers} and {self.target_layers})"
                 )
-            self.attention_layers = [int(i) for i in self.attention_layers]
+            warnings.warn(
+                "MAPOConfig.attention_layers is deprecated (removed in 0.3): rename the field / YAML key to "
+                "target_layers",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            self.target_layers, self.attention_layers = self.attention_layers, None
+        if self.target_layers is not None:
+            if isinstance(self.target_layers, str):  # CLI / YAML "43,44,45"
+                self.target_layers = [int(x) for x in self.target_layers.split(",") if x.strip()]
+            layers = [int(i) for i in self.target_layers]
+            if not layers or any(i < 0 for i in layers) or len(set(layers)) != len(layers):
+                # A repeated layer would count twice in a_t's layer mean; the upper bound is checked by the
+                # trainer, which knows the model's depth.
+                raise ValueError(
+                    f"target_layers must be distinct non-negative decoder layer indices, got {self.target_layers}"
+                )
+            self.target_layers = layers
         if isinstance(self.pos_tags, str):
             self.pos_tags = [t.strip() for t in self.pos_tags.split(",") if t.strip()]
         if not self.pos_tags:

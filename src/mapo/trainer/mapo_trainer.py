@@ -29,7 +29,7 @@ from trl.trainer.utils import add_fused_lm_head, use_adapter
 from .. import objective
 from ..modality import audio_key_mask, load_policy_model, text_only_prompt
 from ..pos_gate import pos_gate_batch
-from ..probe import audio_attention, enable_probe_attention
+from ..probe import audio_attention, enable_probe_attention, resolve_target_layers
 from .audio_grpo import AudioGRPOTrainer, _is_peft
 from .config import MAPOConfig
 
@@ -52,6 +52,8 @@ class MAPOTrainer(AudioGRPOTrainer):
     here (or ``args.text_reference_model``); ``"policy"`` uses the live policy without audio.
     """
 
+    args: MAPOConfig
+
     def __init__(
         self, model, reward_funcs=None, args: MAPOConfig | None = None, train_dataset=None, *a, **kw
     ):
@@ -60,7 +62,11 @@ class MAPOTrainer(AudioGRPOTrainer):
         self._own_text_ref = None
         self._loss_inputs = None
         super().__init__(model, reward_funcs, args, train_dataset, *a, **kw)
-        self.mapo: MAPOConfig = args
+        if (
+            args.target_layers is not None
+        ):  # refused now, not at the first loss: repeated or beyond the decoder
+            decoder = self.modality.decoder(self.accelerator.unwrap_model(self.model))
+            resolve_target_layers(args.target_layers, decoder.num_layers)
         if args.attention_branch_on:
             ckpt_kwargs = args.gradient_checkpointing_kwargs or {}
             if args.gradient_checkpointing and ckpt_kwargs.get("use_reentrant"):
@@ -84,7 +90,7 @@ class MAPOTrainer(AudioGRPOTrainer):
 
     def _prepare_model_before_grpo_init(self, model, args, peft_config):
         if args.attention_branch_on:
-            enable_probe_attention(model.get_base_model() if _is_peft(model) else model)
+            enable_probe_attention(model.get_base_model() if _is_peft(model) else model, self.modality)
         needs_copy = (
             args.text_reference == "frozen"
             and args.text_reference_model is None
@@ -138,7 +144,7 @@ class MAPOTrainer(AudioGRPOTrainer):
             prompt_mask,
             self.modality,
             pad_token_id=self._tokenizer.pad_token_id,
-            mode=self.mapo.text_only_mode,
+            text_only_mode=self.args.text_only_mode,
         )
         ids = torch.cat([text_ids, completion_ids], dim=1)
         mask = torch.cat([text_mask, completion_mask], dim=1)
@@ -148,7 +154,7 @@ class MAPOTrainer(AudioGRPOTrainer):
                 _, ent, _ = self._get_per_token_logps_and_entropies(
                     self._text_ref, ids, mask, keep, batch_size=batch_size, compute_entropy=True
                 )
-            elif self.mapo.text_reference == "policy":
+            elif self.args.text_reference == "policy":
                 _, ent, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, mask, keep, batch_size=batch_size, compute_entropy=True
                 )
@@ -163,16 +169,16 @@ class MAPOTrainer(AudioGRPOTrainer):
 
     def _failed(self, n: int, device) -> torch.Tensor:
         """1[r_acc ≤ θ_fail] per local sample; a missing (None/NaN) accuracy counts as failed."""
-        idx = self.reward_func_names.index(self.mapo.accuracy_reward_name)
+        idx = self.reward_func_names.index(self.args.accuracy_reward_name)
         acc = self._local_rewards_per_func[:, idx].to(device)
         if acc.numel() != n:
             raise RuntimeError(f"internal: {acc.numel()} accuracy rewards for {n} local samples")
-        return torch.isnan(acc) | (acc <= self.mapo.fail_threshold)
+        return torch.isnan(acc) | (acc <= self.args.fail_threshold)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
-        cfg = self.mapo
+        cfg = self.args
         if not (cfg.use_relevance_mask or cfg.attention_branch_on):
             return output  # plain GRPO (both MAPO branches ablated)
         mask = output["completion_mask"].float()
@@ -242,7 +248,7 @@ class MAPOTrainer(AudioGRPOTrainer):
         """Δh with the live policy's entropies, then ω̃ (eq. 1) folded into the advantages TRL reads next, and the
         attention coefficients of eq. 4. TRL's ``_compute_loss`` reads ``inputs["advantages"]`` after its forward
         (``tests/trainer/test_trl_contract.py`` checks this order)."""
-        cfg = self.mapo
+        cfg = self.args
         mode = "train" if self.model.training else "eval"
         mask = inputs["completion_mask"].float()
         if "tool_mask" in inputs:
@@ -257,7 +263,7 @@ class MAPOTrainer(AudioGRPOTrainer):
         self._log_masked(mode, "mapo/delta_h_mean", delta_h, mask)
         self._log_masked(mode, "mapo/delta_h_abs_mean", delta_h.abs(), mask)
         if cfg.use_relevance_mask:
-            omega = objective.relevance_mask(delta_h, mask, tau_base=cfg.tau_base, clip=cfg.mask_clip)
+            omega = objective.relevance_mask(delta_h, mask, tau_base=cfg.tau_base, mask_clip=cfg.mask_clip)
             inputs["advantages"] = objective.fold_weights_into_advantages(advantages, omega, mask)
             self._log_max(mode, "mapo/omega_max", omega, mask)
             self._log_masked(mode, "mapo/omega_clip_frac", (omega >= cfg.mask_clip - 1e-6).float(), mask)
@@ -269,7 +275,7 @@ class MAPOTrainer(AudioGRPOTrainer):
                 inputs[FAILED_KEY],
                 mask,
                 tau_base=cfg.tau_base,
-                clip=cfg.mask_clip,
+                mask_clip=cfg.mask_clip,
                 kappa=cfg.kappa,
                 fail_gate_floor=cfg.fail_gate_floor,
                 advantage_floor=cfg.advantage_floor,
@@ -277,7 +283,7 @@ class MAPOTrainer(AudioGRPOTrainer):
             )
 
     def _compute_loss(self, model, inputs):
-        cfg = self.mapo
+        cfg = self.args
         if not (cfg.use_relevance_mask or cfg.attention_branch_on):
             return super()._compute_loss(model, inputs)
         mode = "train" if self.model.training else "eval"
@@ -315,7 +321,7 @@ class MAPOTrainer(AudioGRPOTrainer):
 
     def _loss_with_audio_mass(self, model, inputs):
         """TRL's loss, run inside an audio-attention capture; returns it and a_t ``[B, T]`` (§3.2)."""
-        cfg = self.mapo
+        cfg = self.args
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         p, c = prompt_ids.size(1), completion_ids.size(1)
@@ -331,9 +337,10 @@ class MAPOTrainer(AudioGRPOTrainer):
             base,
             keys,
             query_mask=query_mask,
-            target_layers=cfg.attention_layers,
+            target_layers=cfg.target_layers,
             head_reduce=cfg.head_reduce,
             layer_reduce=cfg.layer_reduce,
+            spec=self.modality,
         ) as capture:
             loss = super()._compute_loss(model, inputs)
         return loss, capture.mass[:, p - 1 : p - 1 + c]

@@ -25,7 +25,13 @@ from mapo.diagnostics.hidden import prompt_hidden_states
 from mapo.diagnostics.output import headless_pyplot, save_figure_and_json
 from mapo.modality import audio_key_mask, resolve_modality
 
-__all__ = ["ProbeResult", "plot_probes", "pooled_features", "probe_layers", "train_linear_probe"]
+__all__ = [
+    "LinearProbeResult",
+    "plot_linear_probes",
+    "pooled_features",
+    "linear_probe_layers",
+    "train_linear_probe",
+]
 
 
 def pooled_features(
@@ -60,7 +66,7 @@ def pooled_features(
 
 
 @dataclass
-class ProbeResult:
+class LinearProbeResult:
     """Accuracies of one probe (fractions in [0, 1])."""
 
     train_accuracy: float
@@ -82,7 +88,7 @@ def train_linear_probe(
     optimizer: str = "lbfgs",
     lr: float | None = None,
     seed: int = 0,
-) -> ProbeResult:
+) -> LinearProbeResult:
     """Fit a logistic-regression probe of ``labels`` from ``features [N, D]`` and score it on a held-out split.
 
     Labels may be any hashable values (mapped to classes in sorted order). ``steps`` is the number of L-BFGS
@@ -138,7 +144,7 @@ def train_linear_probe(
     with torch.no_grad():
         pred = head(z).argmax(-1)
         majority = torch.bincount(y[train], minlength=len(classes)).argmax()
-        return ProbeResult(
+        return LinearProbeResult(
             train_accuracy=float((pred[train] == y[train]).float().mean()),
             test_accuracy=float((pred[test] == y[test]).float().mean()),
             chance=float((y[test] == majority).float().mean()),
@@ -149,15 +155,18 @@ def train_linear_probe(
         )
 
 
-def probe_layers(
+def linear_probe_layers(
     features: dict[int, torch.Tensor], labels: Sequence[Any], **kwargs: Any
-) -> dict[int, ProbeResult]:
+) -> dict[int, LinearProbeResult]:
     """:func:`train_linear_probe` for every layer's features (same split: same ``seed``)."""
     return {layer: train_linear_probe(x, labels, **kwargs) for layer, x in sorted(features.items())}
 
 
-def plot_probes(
-    results: dict[int, ProbeResult], out_dir: str, attribute: str = "attribute", prefix: str = "linear_probe"
+def plot_linear_probes(
+    results: dict[int, LinearProbeResult],
+    out_dir: str,
+    attribute: str = "attribute",
+    prefix: str = "linear_probe",
 ) -> dict[str, str]:
     """Held-out accuracy per layer against chance; writes PNG and JSON."""
     plt = headless_pyplot()
