@@ -53,6 +53,19 @@ PRESETS = {
         "prompt_text": 96,
         "dtype": "float32",
     },
+    "tiny": {  # smoke runs only (benchmarks/gpu_check.py --device cpu --tiny): seconds, not a measurement
+        "model": dict(
+            hidden_size=64,
+            intermediate_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=512,
+        ),
+        "shapes": [(2, 128, 40)],
+        "prompt_text": 24,
+        "dtype": "float32",
+    },
     "gpu": {
         "model": dict(
             hidden_size=1536,

@@ -42,6 +42,7 @@ from .checkpoints import checkpoint_step, resolve_resume
 from .config_checks import check_reward_funcs
 from .missing_rewards import handle_missing_rewards
 from .rollout import VLLMAudioRollouts
+from .lora import check_lora
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class AudioGRPOTrainer(VLLMAudioRollouts, GRPOTrainer):
         self._local_rewards_per_func: torch.Tensor | None = None
         self._audio_canary = AudioCanary.from_args(args)
         peft_config = kw.get("peft_config")
+        check_lora(model, peft_config)  # LoRA must reach what it names, fused MoE experts included
         # TRL reloads its KL reference from `config._name_or_path` with `config.architectures[0]`: that fails for an
         # in-memory model and loads the wrong class for an Omni thinker. Build it here instead (same memory).
         own_reference = None

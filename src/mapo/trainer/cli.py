@@ -86,6 +86,16 @@ class TrainScriptArguments:
             "Qwen families): 'error' (a bad row) or 'truncate' (keep the first max_audio_seconds, logged)."
         },
     )
+    lora_expert_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA rank of the fused MoE expert stacks (lora_target_parameters), per expert; default lora_r. "
+            "peft gives each of the E experts its own rank-r factors (mapo.trainer.lora.with_expert_rank)."
+        },
+    )
+    lora_expert_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA α of the expert stacks; default lora_alpha."}
+    )
 
     def __post_init__(self) -> None:
         if self.long_audio not in ("error", "truncate"):
@@ -130,12 +140,16 @@ def run(argv: list[str] | None = None) -> None:
     from ..data import AudioPromptTransform
     from ..modality import load_policy_model
     from . import AudioGRPOTrainer, MAPOTrainer
+    from .lora import with_expert_rank
     from .preflight import load_training_data, preflight
     from .progress import training_summary, use_compact_progress
 
     script, args, model_args = parse(argv)
     # Everything that can be wrong in the config or the data is checked before the model loads.
     resume = preflight(script, args, model_args)
+    peft_config = with_expert_rank(
+        get_peft_config(model_args), script.lora_expert_r, script.lora_expert_alpha
+    )
     funcs, weights, accuracy_name = build_rewards(script, args.reward_weights)
     args.reward_weights = weights
     if script.trainer == "mapo":
@@ -168,7 +182,7 @@ def run(argv: list[str] | None = None) -> None:
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=processor,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     use_compact_progress(trainer)
     result = trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,397 @@
+"""One GPU check of mapo-rl at the paper's scale: one line per check with a ratio or PASS / FAIL, exit 1 on a FAIL.
+
+    python benchmarks/gpu_check.py                      # one CUDA GPU (80-140 GB), bf16, real shapes, <= 8 min
+    python benchmarks/gpu_check.py --device cpu --tiny  # every code path at toy size on CPU (CI runs it, ~1 min)
+
+Nothing is downloaded: every model is random-weight, built from the real architectures' shapes
+(``mapo.testing.REAL_SHAPES``) with the tiny offline tokenizer and processors. The checks:
+
+1. ``probe_overhead``: ``benchmarks/probe_overhead.py --preset gpu`` (Qwen2-1.5B-shaped decoder, 28 layers, bf16;
+   B4 × S2000 and B1 × S5550), the probe variant against a plain SDPA step, time and peak memory, with the
+   scaled-dot-product kernels each variant dispatched to (torch profiler: flash / efficient / cudnn / math).
+   Targets from the README: ≤ 1.03× time, ≤ 1.01× memory.
+2. ``step``: one MAPO step vs one AudioGRPO step (generation + scoring + loss + backward + optimizer; TRL's
+   ``step_time`` of the second step, and ``torch.cuda.max_memory_allocated`` over the training minus what was
+   allocated before it) on a Qwen2-Audio-7B-shaped model with the LoRA of ``configs/qwen2_audio_7b_instruct_lora.yaml``
+   and on a 2-layer slice of the Qwen3-Omni-30B-A3B thinker (128 experts) with the expert LoRA of
+   ``configs/qwen3_omni_30b_a3b_thinking_phase1_lora.yaml``; bf16, non-reentrant gradient checkpointing,
+   30 s of audio, G 8 × 256 tokens. Targets from the README: MAPO ≤ 1.10× time, ≤ 1.05× memory.
+3. ``audio_mass``: the probe's audio attention mass a_t against transformers' eager attention
+   (``output_attentions=True``) on the same model and batch, max abs error over the completion rows (bf16 on CUDA:
+   ≤ 3e-2, the two attention implementations round differently; fp32: ≤ 1e-4).
+4. ``vllm_rollout``: if vLLM is installed and ``benchmarks/rollout_throughput.py`` exists, that script is run with
+   ``--device`` (and ``--tiny``) and must exit 0; its last output line is shown. Otherwise a SKIP line.
+
+With ``--tiny`` the models are the tiny test models and timings are smoke figures (ratios printed, not judged);
+the mass check is judged at fp32 tolerance. This machine's CI has no GPU: the CUDA paths follow the library sources
+(CUDA events, ``max_memory_allocated``, bf16 via ``MAPOConfig(bf16=True)``) but have not been run here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = HERE.parent / "configs"
+RESULTS: list[str] = []  # "PASS" / "FAIL" / "SKIP" per printed check
+
+
+def report(name: str, figures: str, verdict: str, note: str = "") -> None:
+    """One line per check: ``[PASS] name: figures (note)``."""
+    RESULTS.append(verdict)
+    print(f"[{verdict}] {name}: {figures}" + (f" ({note})" if note else ""), flush=True)
+
+
+def judged(ok: bool, tiny: bool) -> str:
+    return "PASS" if (tiny or ok) else "FAIL"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Probe overhead (benchmarks/probe_overhead.py's own build, step, timing and memory worker)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _probe_overhead_module():
+    spec = importlib.util.spec_from_file_location("probe_overhead", HERE / "probe_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sdpa_kernels(fn) -> list[str]:
+    """The ``aten::_scaled_dot_product_*`` kernels ``fn()`` dispatched to (flash / efficient / cudnn / math)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    names = {e.key for e in prof.key_averages() if "_scaled_dot_product" in e.key}
+    return sorted(n.removeprefix("aten::_scaled_dot_product_") for n in names)
+
+
+def _stepper(po, variant: str, built):
+    return lambda: po.step(variant, *built)
+
+
+def check_probe_overhead(opts) -> None:
+    po = _probe_overhead_module()
+    preset = "tiny" if opts.tiny else "gpu"
+    cfg = po.PRESETS[preset]
+    device = torch.device(opts.device)
+    args = Namespace(
+        preset=preset,
+        layers=None,
+        variants=["plain", "probe"],
+        repeats=2 if opts.tiny else 5,
+        device=opts.device,
+        threads=opts.threads,
+    )
+    for i, shape in enumerate(cfg["shapes"]):
+        b, s, a = shape
+        name = f"probe_overhead B{b}xS{s} ({a} audio tokens, {cfg['model']['num_hidden_layers']} layers, {cfg['dtype']})"
+        try:
+            times, _ = po.time_variants(args, shape, device)
+            mem = {v: po.measure_memory(args, i, v) for v in args.variants}
+            built = po.build(preset, shape, device)
+            kernels = {v: sdpa_kernels(_stepper(po, v, built)) for v in args.variants}
+            del built
+        except Exception as exc:  # one failed check must not hide the others
+            report(name, f"error {type(exc).__name__}: {exc}", "FAIL")
+            continue
+        t = statistics.median(times["probe"]) / statistics.median(times["plain"])
+        m = mem["probe"] / max(mem["plain"], 1)
+        shown = "; ".join(f"{v}: {', '.join(k) or 'none'}" for v, k in kernels.items())
+        ok = t <= 1.03 and m <= 1.01 and bool(kernels["probe"])
+        report(
+            name,
+            f"time {t:.3f}x, peak memory {m:.3f}x of plain SDPA; SDPA kernels {shown}",
+            judged(ok, opts.tiny),
+            "tiny CPU smoke run: not judged" if opts.tiny else "target <= 1.03x time, <= 1.01x memory",
+        )
+        _free(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. One MAPO step vs one AudioGRPO step, with LoRA (experts included for Qwen3-Omni)
+# ----------------------------------------------------------------------------------------------------------------
+
+FAMILIES = {
+    # name: (real-shape family, num_layers, shipped LoRA config)
+    "qwen2_audio_7b": ("qwen2_audio_7b", None, "qwen2_audio_7b_instruct_lora.yaml"),
+    "qwen3_omni_moe_2layer": (
+        "qwen3_omni_30b_a3b_thinker",
+        2,
+        "qwen3_omni_30b_a3b_thinking_phase1_lora.yaml",
+    ),
+}
+
+
+def shipped_lora(config_name: str):
+    """The LoraConfig ``mapo train --config configs/NAME`` builds (TRL's ``get_peft_config`` + the expert rank)."""
+    import yaml
+    from trl import ModelConfig, get_peft_config
+
+    from mapo.trainer.lora import with_expert_rank
+
+    raw = yaml.safe_load((CONFIGS / config_name).read_text())
+    fields = set(ModelConfig.__dataclass_fields__)
+    model_args = ModelConfig(**{k: v for k, v in raw.items() if k in fields})
+    return with_expert_rank(
+        get_peft_config(model_args), raw.get("lora_expert_r"), raw.get("lora_expert_alpha")
+    )
+
+
+def _model_and_processor(family: str, opts):
+    from mapo import testing
+
+    real, layers, _ = FAMILIES[family]
+    seconds = 1 if opts.tiny else 30
+    if family == "qwen2_audio_7b":
+        processor = testing.tiny_qwen2_audio_processor(chunk_seconds=seconds)
+        if opts.tiny:
+            return testing.tiny_qwen2_audio(tokenizer=processor.tokenizer), processor, seconds
+    else:
+        processor = testing.tiny_qwen3_omni_processor(chunk_seconds=seconds)
+        if opts.tiny:
+            return testing.tiny_qwen3_omni_thinker().model, processor, seconds
+    model = testing.real_shape_model(
+        real, num_layers=layers, device=opts.device, dtype=torch.bfloat16, tokenizer=processor.tokenizer
+    )
+    return model, processor, seconds
+
+
+def run_step(family: str, variant: str, opts) -> dict[str, float]:
+    """Two training steps of ``variant`` (the first warms up); step time of the second and peak memory."""
+    from datasets import Dataset
+
+    from mapo.rewards import accuracy_reward, format_reward
+    from mapo.testing import sine_clip
+    from mapo.trainer import AudioGRPOTrainer, MAPOConfig, MAPOTrainer
+
+    device = torch.device(opts.device)
+    model, processor, seconds = _model_and_processor(family, opts)
+    g = 4 if opts.tiny else 8
+
+    def varied(completions, **kw):  # varies inside a group, so the policy-gradient term is not 0
+        return [float(len(c[-1]["content"]) % 3) for c in completions]
+
+    rows = [
+        {
+            "audio": sine_clip(200.0 + 40 * i, seconds).tolist(),
+            "question": "Low or high?",
+            "choices": ["low", "high"],
+            "answer": "low",
+        }
+        for i in range(2)
+    ]
+    args = MAPOConfig(
+        output_dir=str(Path(opts.workdir) / f"{family}-{variant}"),
+        per_device_train_batch_size=g,
+        num_generations=g,
+        max_completion_length=8 if opts.tiny else 256,
+        max_steps=2,
+        logging_steps=1,
+        report_to=[],
+        bf16=device.type == "cuda",
+        use_cpu=device.type == "cpu",
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        pos_tagger="lexicon",
+        save_strategy="no",
+        beta=0.002,
+        learning_rate=1e-6,
+        seed=0,
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+    )
+    cls = AudioGRPOTrainer if variant == "grpo" else MAPOTrainer
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+    trainer = cls(
+        model=model,
+        reward_funcs=[accuracy_reward, format_reward, varied],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=shipped_lora(FAMILIES[family][2]),
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):  # one output line per check
+        trainer.remove_callback(callback)
+    trainer.train()
+    _sync(device)
+    peak = (torch.cuda.max_memory_allocated() - before) if device.type == "cuda" else float("nan")
+    step_times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    del trainer, model
+    _free(device)
+    return {"step_time": step_times[-1], "peak_bytes": peak}
+
+
+def check_steps(opts) -> None:
+    for family in FAMILIES:
+        name = f"step {family} LoRA ({'tiny CPU model' if opts.tiny else 'real shapes, bf16'})"
+        try:
+            res = {v: run_step(family, v, opts) for v in ("grpo", "mapo")}
+        except Exception as exc:
+            report(name, f"error {type(exc).__name__}: {exc}", "FAIL")
+            continue
+        t = res["mapo"]["step_time"] / res["grpo"]["step_time"]
+        m = res["mapo"]["peak_bytes"] / res["grpo"]["peak_bytes"]
+        mem = (
+            f"peak memory {res['mapo']['peak_bytes'] / 2**30:.1f} vs {res['grpo']['peak_bytes'] / 2**30:.1f} GiB "
+            f"= {m:.3f}x"
+            if not math.isnan(m)
+            else "peak memory n/a on CPU (one process runs both)"
+        )
+        ok = t <= 1.10 and m <= 1.05 and math.isfinite(t)
+        report(
+            name,
+            f"MAPO {res['mapo']['step_time']:.2f} s vs AudioGRPO {res['grpo']['step_time']:.2f} s = {t:.3f}x; {mem}",
+            judged(ok, opts.tiny) if math.isfinite(t) else "FAIL",
+            "tiny CPU smoke run: not judged" if opts.tiny else "target <= 1.10x time, <= 1.05x memory",
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. The probe's audio mass against eager attention
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def eager_audio_mass(model, batch, audio, layers) -> torch.Tensor:
+    """a_t from transformers' eager attention weights: audio share per query, max over heads, mean over layers."""
+    model.set_attn_implementation("eager")
+    try:
+        out = model(**batch, output_attentions=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+    per_layer = [(out.attentions[i].float() * audio[:, None, None, :]).sum(-1).amax(dim=1) for i in layers]
+    return torch.stack(per_layer).mean(0)
+
+
+def check_audio_mass(opts) -> None:
+    from mapo.probe import audio_attention, default_target_layers
+
+    po = _probe_overhead_module()
+    device = torch.device(opts.device)
+    preset = "tiny" if opts.tiny else "gpu"
+    shape = po.PRESETS[preset]["shapes"][0]
+    dtype = po.PRESETS[preset]["dtype"]
+    name = f"audio_mass probe vs eager B{shape[0]}xS{shape[1]} ({dtype}, {device.type}, 6 layers)"
+    try:
+        model, batch, audio, query, _ = po.build(preset, shape, device, layers=6)
+        model.eval()
+        layers = default_target_layers(model.config.num_hidden_layers)
+        with torch.no_grad():
+            with audio_attention(model, audio, query, target_layers=layers) as cap:
+                model(**batch)
+            probe = cap.mass.float()
+            eager = eager_audio_mass(model, batch, audio, layers)
+        err = (probe - eager)[query].abs().max().item()
+    except Exception as exc:
+        report(name, f"error {type(exc).__name__}: {exc}", "FAIL")
+        return
+    tol = 3e-2 if dtype == "bfloat16" else 1e-4
+    report(
+        name,
+        f"max abs error {err:.2e} over {int(query.sum())} query rows",
+        "PASS" if err <= tol else "FAIL",
+        f"tolerance {tol:g}",
+    )
+    del model
+    _free(device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. vLLM rollout throughput (the script of the vLLM integration)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_vllm(opts) -> None:
+    script = HERE / "rollout_throughput.py"
+    name = "vllm_rollout throughput vs generate()"
+    if importlib.util.find_spec("vllm") is None:
+        report(name, "vLLM is not installed", "SKIP", "pip install the vllm extra to run it")
+        return
+    if not script.exists():
+        report(name, f"{script.name} not found", "SKIP", "it comes with the vLLM rollout integration")
+        return
+    cmd = [sys.executable, str(script), "--device", opts.device] + (["--tiny"] if opts.tiny else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else proc.stderr.strip().splitlines()[-1:] or ["no output"]
+    report(name, str(last), "PASS" if proc.returncode == 0 else "FAIL", f"exit code {proc.returncode}")
+
+
+CHECKS = {
+    "probe_overhead": check_probe_overhead,
+    "step": check_steps,
+    "audio_mass": check_audio_mass,
+    "vllm": check_vllm,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tiny", action="store_true", help="toy-size models: a CPU smoke run of every path")
+    parser.add_argument("--only", nargs="+", choices=sorted(CHECKS), help="run only these checks")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (probe_overhead's setting)")
+    parser.add_argument(
+        "--workdir", default=None, help="scratch folder for trainer outputs (default: a temp dir)"
+    )
+    opts = parser.parse_args(argv)
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device visible; run with --device cpu --tiny for the CPU smoke run")
+    if opts.device == "cpu" and not opts.tiny:
+        parser.error("real shapes need a GPU; on CPU add --tiny")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    import tempfile
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    start = time.perf_counter()
+    gpu = torch.cuda.get_device_name() if opts.device == "cuda" else "cpu"
+    print(
+        f"gpu_check: torch {torch.__version__}, device {gpu}, {'tiny' if opts.tiny else 'real shapes'}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.workdir = opts.workdir or tmp
+        for key, check in CHECKS.items():
+            if opts.only is None or key in opts.only:
+                check(opts)
+    failed = RESULTS.count("FAIL")
+    print(
+        f"gpu_check: {RESULTS.count('PASS')} passed, {failed} failed, {RESULTS.count('SKIP')} skipped "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
