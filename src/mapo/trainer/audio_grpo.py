@@ -40,9 +40,9 @@ from ..modality import ModalitySpec, load_policy_model, resolve_modality, with_f
 from .audio_canary import AudioCanary
 from .checkpoints import checkpoint_step, resolve_resume
 from .config_checks import check_reward_funcs
+from .lora import check_lora
 from .missing_rewards import handle_missing_rewards
 from .rollout import VLLMAudioRollouts
-from .lora import check_lora
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ Call order of one optimizer step (``A:`` AudioGRPOTrainer, ``M:`` MAPOTrainer, u
         ├─ loss_type="grpo": per-sequence mean of eq. 2, + β·KL
         └─ M: + η·L_attn(a_t from the capture, the coefficients), divided by the accumulation steps
 
-    resume: Trainer._load_from_checkpoint ─ A: weights through from_pretrained (the saved layout differs)
+    resume: Trainer.train(resume_from_checkpoint) ─ A: True / "latest" = the newest *complete* checkpoint
+            └─ Trainer._load_from_checkpoint ─ A: weights through from_pretrained (the saved layout differs)
 
 State the trainers keep between TRL's calls, and nothing else: ``_pending_audio`` (the generation batch's audio
 until it is in the output dict), ``_visible_audio`` (the audio the next scoring forward adds), ``_local_rewards_per_func``
@@ -173,6 +174,15 @@ TRL_PROTOCOL = TRLProtocol(
             "A: makes the micro-batch's audio visible. M: stashes the micro-batch for the hook above, runs TRL's "
             "loss inside an audio_attention capture and adds η·L_attn.",
             "TRL aggregates loss_type='grpo' as the per-sequence mean of eq. 2 and adds β·KL.",
+        ),
+        Hook(
+            "train",
+            ("resume_from_checkpoint",),
+            ("AudioGRPOTrainer",),
+            "resume",
+            "A: resume_from_checkpoint=True / 'latest' resolves to the newest complete checkpoint "
+            "(mapo.trainer.checkpoints skips half-written ones with a warning); an incomplete explicit path is refused.",
+            "transformers' Trainer.train takes a checkpoint path and resumes from it without checking completeness.",
         ),
         Hook(
             "_load_from_checkpoint",
