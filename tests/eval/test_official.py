@@ -10,7 +10,14 @@ import pytest
 
 from mapo.eval import Prediction, load_benchmark, score_predictions, summarize
 from mapo.eval.items import EvalItem
-from mapo.eval.official import mmsu_first_letter, official_open_score, string_match
+from mapo.eval.official import (
+    mmau_pro_certain_option,
+    mmsu_official_score,
+    mmsu_read_letter,
+    official_instruction,
+    official_open_score,
+    string_match,
+)
 
 A = "<think>listening…</think><answer>{}</answer>"
 
@@ -160,42 +167,67 @@ def test_string_match_hand_derived(answer, prediction, choices, expected):
 
 MMSU = ["A cake.", "Chocolate.", "A fruit basket.", "A drink."]  # gold "Chocolate." = B
 
+# mmsu_evaluation.py (dingdongwang/MMSU @ 698fac8): strip, drop newlines; the first character if it is A-D, else
+# the second-to-last if it is; "" and "None" stay in the denominator (wrong); anything else is dropped.
+
 
 @pytest.mark.parametrize(
-    "prediction,expected",
+    "response,letter",
     [
-        ("B", 1),
-        ("B. Chocolate.", 1),
-        ("Chocolate.", 2),
-        ("A cake.", 0),
-        ("The answer is B", None),
-        ("b", None),
-        ("E", None),
-        ("", None),
+        ("B", "B"),
+        ("B. Chocolate.", "B"),
+        ("Chocolate.", "C"),  # the first character is read: C
+        ("A cake.", "A"),
+        ("Definitely B.", "D"),  # first character D
+        ("The answer is B.", "B"),  # T is no letter; the second-to-last character is B
+        ("The answer is B", None),  # second-to-last is " ": wrong format, dropped
+        ("I think (B).", None),  # second-to-last is ")"
+        ("answer:\nB.", "B"),  # the newline is removed: "answer:B." -> second-to-last B
+        ("  \n B \n", "B"),  # stripped first
+        ("b", None),  # lower case is not read; one character, so no second-to-last fallback
+        ("E", None),  # only A-D are read
+        ("OK", None),
+        ("", ""),  # empty: counted wrong, not dropped
+        ("   \n", ""),
+        ("None", ""),  # the literal "None" is treated as empty
     ],
 )
-def test_mmsu_first_character_hand_derived(prediction, expected):
-    # "Chocolate." reads as letter C (index 2); "The answer is B" starts with T: unparseable.
-    assert mmsu_first_letter(prediction, len(MMSU)) == expected
+def test_mmsu_read_letter_hand_derived(response, letter):
+    assert mmsu_read_letter(response) == letter
 
 
-def _choice(bench, choices, answer, i=0):
+def test_mmsu_official_score_compares_option_text_exactly():
+    assert mmsu_official_score("B", "Chocolate.", MMSU) == 1.0
+    assert mmsu_official_score("Chocolate.", "Chocolate.", MMSU) == 0.0  # read as C
+    assert mmsu_official_score("", "Chocolate.", MMSU) == 0.0
+    assert mmsu_official_score("The answer is B", "Chocolate.", MMSU) is None
+    # exact string comparison: a gold text that differs from the option in case matches nothing
+    assert mmsu_official_score("B", "chocolate.", MMSU) == 0.0
+    # a letter beyond the item's options reads choice_d = "" (missing): wrong, not dropped
+    assert mmsu_official_score("D", "no", ["yes", "no"]) == 0.0
+    # a fifth option is never read: "E" is a wrong format even when it is the gold option
+    assert mmsu_official_score("E", "five", ["one", "two", "three", "four", "five"]) is None
+
+
+def _choice(bench, choices, answer, i=0, invalid=""):
     group = {"mmau": "sound", "mmar": "music", "mmsu": "reasoning", "mmau-pro": "closed"}[bench]
-    return EvalItem(f"{bench}-{i}", bench, group, "choice", ["a.wav"], "Q?", list(choices), answer)
+    return EvalItem(
+        f"{bench}-{i}", bench, group, "choice", ["a.wav"], "Q?", list(choices), answer, invalid=invalid
+    )
 
 
 def test_official_scorer_per_benchmark_and_denominators():
-    # MMSU: 4 outputs -> B right, "Chocolate." read as C (wrong), "The answer is B" dropped, "A drink." wrong:
-    # 1 correct over 3 scored (the dropped one leaves the denominator).
-    items = [_choice("mmsu", MMSU, "Chocolate.", i) for i in range(4)]
-    outs = [A.format(o) for o in ("B", "Chocolate.", "The answer is B", "A drink.")]
+    # MMSU: B right; "Chocolate." read as C (wrong); "The answer is B" dropped; "A drink." wrong; no final
+    # answer = "" counted wrong: 1 correct over 4 scored (the dropped one leaves the denominator).
+    items = [_choice("mmsu", MMSU, "Chocolate.", i) for i in range(5)]
+    outs = [A.format(o) for o in ("B", "Chocolate.", "The answer is B", "A drink.")] + ["<think>unfinished"]
     summary, preds = _score(items, outs, scorer="official")
-    assert [p.score for p in preds] == [1.0, 0.0, None, 0.0]
-    assert summary["mmsu"]["overall"]["accuracy"] == pytest.approx(1 / 3)
+    assert [p.score for p in preds] == [1.0, 0.0, None, 0.0, 0.0]
+    assert summary["mmsu"]["overall"]["accuracy"] == pytest.approx(1 / 4)
     assert summary["mmsu"]["unscored"] == {"official MMSU": 1}
-    # The strict scorer on the same outputs: B, Chocolate. and "The answer is B" (label stripped) -> 3 / 4.
+    # The strict scorer on the same outputs: B, Chocolate. and "The answer is B" (label stripped) -> 3 / 5.
     summary, _ = _score(items, outs)
-    assert summary["mmsu"]["overall"]["accuracy"] == 0.75
+    assert summary["mmsu"]["overall"]["accuracy"] == pytest.approx(3 / 5)
     # MMAU / MMAR: string_match on the final answer; a completion without a final answer is an empty prediction.
     items = [_choice("mmau", VOICE, "Man", i) for i in range(3)] + [_choice("mmar", GUITAR, "piano", 9)]
     outs = [A.format("It is a man."), "<think>unfinished", A.format("man"), A.format("a piano")]
@@ -203,10 +235,92 @@ def test_official_scorer_per_benchmark_and_denominators():
     assert [p.score for p in preds] == [1.0, 0.0, 1.0, 1.0]
     _, strict = _score(items, outs)
     assert [p.score for p in strict] == [0.0, 0.0, 1.0, 0.0]
-    # MMAU-Pro closed: a clear-cut option is scored; anything else would need the embedding model.
-    items = [_choice("mmau-pro", ["violin", "piano"], "piano", i) for i in range(2)]
-    _, preds = _score(items, [A.format("piano"), A.format("I think it is the piano")], scorer="official")
-    assert preds[0].score == 1.0 and preds[1].score is None and "NV-Embed-v2" in preds[1].reason
+    # An item the strict scorer leaves unscored as a dataset bug is graded by the official rule, as the script
+    # does: the gold "Cat" names no option, string_match still runs.
+    bad = _choice("mmau", VOICE, "Cat", 5, invalid="answer does not designate one option")
+    _, (official,) = _score([bad], [A.format("cat")], scorer="official")
+    (strict,) = score_predictions([Prediction.from_item(bad, A.format("cat"))])
+    assert official.score == 1.0 and strict.score is None
+    # MMAU-Pro closed: an output whose text is an option's text is certain; a letter or extra words would need
+    # the embedding model; a gold text that is no option is wrong whatever the output; < 2 choices: dropped.
+    pro = ["violin", "piano"]
+    items = [_choice("mmau-pro", pro, "piano", i) for i in range(4)]
+    items += [
+        _choice("mmau-pro", pro, "guitar", 7, invalid="answer does not designate one option"),
+        _choice("mmau-pro", ["piano"], "piano", 8, invalid="fewer than two choices"),
+    ]
+    outs = ["piano", "Violin.", "I think it is the piano", "B", "piano", "piano"]
+    _, preds = _score(items, [A.format(o) for o in outs], scorer="official")
+    assert [p.score for p in preds] == [1.0, 0.0, None, None, 0.0, None]
+    assert "NV-Embed-v2" in preds[2].reason and "fewer than two" in preds[5].reason
+
+
+@pytest.mark.parametrize(
+    "prediction,choices,expected",
+    [
+        ("piano", ["violin", "piano"], 1),
+        ("PIANO!", ["violin", "piano"], 1),  # case and punctuation only
+        ("B", ["violin", "piano"], None),  # a letter is embedded as "B": nearest option unknown
+        ("B. piano", ["violin", "piano"], None),
+        ("the piano", ["violin", "piano"], None),
+        ("", ["violin", "piano"], None),
+        ("thirteen", ["thirteen", "twenty", "thirteen"], 0),  # identical options: the same text either way
+        ("piano", ["Piano", "piano", "violin"], None),  # two different strings with one key: not certain
+    ],
+)
+def test_mmau_pro_certain_option(prediction, choices, expected):
+    assert mmau_pro_certain_option(prediction, choices) == expected
+
+
+# evaluate_mmau_pro_comprehensive.py (sonalkum/MMAUPro @ bf12804), instruction following, on hand-derived cases.
+@pytest.mark.parametrize(
+    "tid,kwargs,response,question,official",
+    [
+        # keywords are case-insensitive substrings of the response, split on ", "
+        ("Include Keywords", {"keywords": "cat, dog"}, "A category of hotdogs.", "", True),
+        ("Include Keywords", {"keywords": ["cat", "dog"]}, "A cat.", "", False),
+        ("Forbidden Words", {"forbidden_words": "cat"}, "A category.", "", False),
+        ("Forbidden Words", {"forbidden_words": "cat, dog"}, "A bird.", "", True),
+        ("Keyword Frequency", {"keyword": "cat", "N": 2}, "Cat, cats and a cat.", "", True),  # whole words
+        ("Postscript", {"postscript_marker": "P.S."}, "Perhaps so.", "", True),  # letters "ps" in "perhaps"
+        ("No Commas", {}, "", "", True),  # an empty response passes a negative constraint
+        ("Number Words (at most)", {"N": 3}, "", "", True),
+        ("Number Words (at least)", {}, "", "", True),  # missing N reads as 0
+        ("Number Words (range)", {"N1": 2}, "two words", "", True),  # N2 defaults to 999
+        ("Number Bullets", {"N": 2}, "* a\n* b", "", True),
+        ("Number Bullets", {"N": 2}, "- a\n- b", "", False),  # only "*" bullets count
+        ("Minimum Number Highlighted Section", {"N": 2}, "*one* and *two*", "", True),
+        ("Number Placeholder", {"N": 1}, "Meet at [place].", "", True),
+        ("Title", {}, "<<Rain>> It rains.", "", True),
+        ("Number Paragraphs", {"N": 2}, "one *** two ***", "", True),
+        # split on the splitter: "", "1 a", "2 b" -> 2 sections; a preamble is a third one
+        ("Multiple Sections", {"N": 2, "section_splitter": "SECTION"}, "SECTION 1 a SECTION 2 b", "", True),
+        ("Multiple Sections", {"N": 2, "section_splitter": "SECTION"}, "Hi. SECTION 1 a SECTION 2 b", "", False),
+        ("Repeat Prompt", {}, "what is heard? A dog.", "What is heard?", True),
+        ("Two Responses", {}, "A dog. ****** a DOG.", "", False),  # the same text up to case
+        ("Two Responses", {}, "A dog. ****** A cat.", "", True),
+        ("All Lowercase", {}, "a dog barks", "", True),
+        ("All-capital Words (at least)", {"N": 2}, "A DOG barks", "", True),  # "A" and "DOG"
+        ("Start Checker", {"start_phrase": "Hello world"}, "hello, world! Rain.", "", True),
+        ("End Checker", {"end_phrase": "Any questions?"}, "Rain. Any questions", "", True),
+        ("Quotation", {}, '"', "", True),  # one quote mark starts and ends the text
+        ("Rhyme Scheme", {}, "la la", "", False),  # an unknown identifier fails (not unscored)
+    ],
+)
+def test_official_instruction_hand_derived(tid, kwargs, response, question, official):
+    assert official_instruction(tid, kwargs, response, question) is official
+
+
+def test_official_instruction_scoring_of_items_without_a_final_answer():
+    # The strict scorer gives 0 to an item without a final answer; the official script checks the empty text.
+    item = _aif("No Commas", {})
+    _, (strict,) = _score([item], ["<think>never closed"])
+    _, (official,) = _score([item], ["<think>never closed"], scorer="official")
+    assert strict.score == 0.0 and official.score == 1.0
+    item = _aif("Include Keywords", {"keywords": ["cat"]})
+    _, (strict,) = _score([item], [A.format("A category.")])
+    _, (official,) = _score([item], [A.format("A category.")], scorer="official")
+    assert strict.score == 0.0 and official.score == 1.0  # whole words vs substrings
 
 
 def test_official_open_score_hand_derived():
