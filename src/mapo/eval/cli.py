@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-official",
         metavar="DIR",
         default=None,
-        help="also write each benchmark's official input file (MMAU, MMAR: records + model_prediction) into DIR",
+        help="also write each benchmark's official input file into DIR (MMAU, MMAR: JSON with model_output / "
+        "model_prediction; MMSU: JSONL with response; MMAU-Pro: parquet with model_output; docs/eval.md)",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     out.add_argument(

@@ -242,44 +242,176 @@ def official_instruction(
     return False
 
 
-#: benchmark -> (file name, the prediction key its official script reads).
+# ---------------------------------------------------------------------------------------------------------------
+# Input files for the unmodified official scripts (--export-official)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: benchmark -> (file name, the key under which its official script reads the model's answer).
 EXPORTS: dict[str, tuple[str, str]] = {
-    "mmau": ("mmau-test-mini_predictions.json", "model_prediction"),
+    "mmau": ("mmau-test-mini_predictions.json", "model_output"),
     "mmar": ("MMAR-meta_predictions.json", "model_prediction"),
+    "mmsu": ("mmsu_predictions.jsonl", "response"),
+    "mmau-pro": ("mmau-pro_predictions.parquet", "model_output"),
 }
+
+_LETTERS = "abcdefghij"
+
+
+def _mmau_like_row(pred: Any, answer: str) -> dict[str, Any]:
+    """MMAU / MMAR: the benchmark record (a JSON list entry) plus the answer under both names in use."""
+    row: dict[str, Any] = {
+        "id": pred.id,
+        "question": pred.question,
+        "choices": pred.choices,
+        "answer": pred.answer,
+    }
+    row.update(dict(pred.meta or {}))
+    # MMAU's evaluation.py reads "model_output" since 2025-01 (its README still says "model_prediction");
+    # MMAR's reads "model_prediction". Each script reads only its own key, so both are written.
+    row["model_output"] = row["model_prediction"] = answer
+    return row
+
+
+def _mmsu_row(pred: Any, answer: str) -> dict[str, Any]:
+    """MMSU: the line ``mmsu_inference.py`` writes — the dataset fields plus ``response``."""
+    meta = dict(pred.meta or {})
+    row: dict[str, Any] = {"id": pred.id, "question": pred.question}
+    for i, choice in enumerate(pred.choices or []):
+        row[f"choice_{_LETTERS[i]}"] = choice
+    row["answer_gt"] = pred.answer
+    row["response"] = answer
+    for key in ("task_name", "category", "sub-category", "sub-sub-category", "linguistics_sub_discipline"):
+        if key in meta:
+            row[key] = meta[key]
+    return row
+
+
+def _official_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``kwargs`` as the release stores them: lists of words joined with ", " (the script splits on it)."""
+    if not kwargs:
+        return None
+    return {k: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()}
+
+
+def _mmau_pro_row(pred: Any, answer: str) -> dict[str, Any]:
+    """MMAU-Pro: the columns ``evaluate_mmau_pro_comprehensive.py`` reads plus ``model_output``."""
+    meta = dict(pred.meta or {})
+    return {
+        "id": pred.id,
+        "question": pred.question,
+        "category": meta.get("category", pred.category),
+        "choices": pred.choices,
+        "answer": pred.answer,
+        "task_identifier": meta.get("task_identifier"),
+        "kwargs": _official_kwargs(meta.get("kwargs")),
+        "model_output": answer,
+    }
+
+
+def _kwargs_type(kwargs: list[dict[str, Any] | None]) -> Any:
+    """The struct type of the ``kwargs`` column (one field per key in use), as in the hub release."""
+    import pyarrow as pa
+
+    fields = []
+    for key in sorted({k for kw in kwargs if kw for k in kw}):
+        values = [kw[key] for kw in kwargs if kw and kw.get(key) is not None]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            fields.append(pa.field(key, pa.string()))
+        elif all(float(v).is_integer() for v in values):
+            fields.append(pa.field(key, pa.int64()))
+        else:
+            fields.append(pa.field(key, pa.float64()))
+    return pa.struct(fields) if fields else pa.null()
+
+
+def _cast(value: Any, typ: Any) -> Any:
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if typ == pa.int64():
+        return int(value)
+    return float(value) if typ == pa.float64() else str(value)
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kw_type = _kwargs_type([r["kwargs"] for r in rows])
+    fields = list(kw_type) if kw_type != pa.null() else []
+    table_rows = []
+    for r in rows:
+        kw = r["kwargs"]
+        if kw and fields:
+            kw = {f.name: _cast(kw.get(f.name), f.type) for f in fields}
+        table_rows.append({**r, "kwargs": kw or None})
+    text = pa.string()
+    schema = pa.schema(
+        [
+            ("id", text),
+            ("question", text),
+            ("category", text),
+            ("choices", pa.list_(text)),
+            ("answer", text),
+            ("task_identifier", text),
+            ("kwargs", kw_type),
+            ("model_output", text),
+        ]
+    )
+    pq.write_table(pa.Table.from_pylist(table_rows, schema=schema), path)
 
 
 def export_official(predictions: Sequence[Any], out_dir: str) -> dict[str, str]:
-    """Write each benchmark's official input file (MMAU, MMAR): a JSON list of the benchmark's records with the
-    keys its script reads and the final answer under ``model_prediction`` (MMAU's README: "the original MMAU
-    benchmark file with an additional key named 'model_prediction'"). Returns ``{benchmark: path}``.
+    """Write each benchmark's official input file into ``out_dir``; returns ``{benchmark: path}``.
 
-    A prediction without a final answer is written with an empty ``model_prediction`` (the script counts it
-    wrong); MMSU and MMAU-Pro are not exported (see ``docs/eval.md``).
+    * MMAU, MMAR: a JSON list of the benchmark's records (``id``, ``question``, ``choices``, ``answer`` and the
+      metadata fields: ``task``/``difficulty``/``sub-category`` for MMAU, ``modality``/``category``/
+      ``sub-category`` for MMAR) with the answer under ``model_output`` (MMAU's ``evaluation.py``) and
+      ``model_prediction`` (MMAR's ``evaluation.py``).
+    * MMSU: JSON lines as ``mmsu_inference.py`` writes them (``choice_a`` …, ``answer_gt``, ``category``,
+      ``sub-category``, …) with the answer under ``response``, for ``mmsu_evaluation.py``.
+    * MMAU-Pro: a parquet file with the columns ``evaluate_mmau_pro_comprehensive.py`` reads (``question``,
+      ``category``, ``choices``, ``answer``, ``task_identifier``, ``kwargs`` as a struct) plus ``model_output``
+      (the script's default ``--model_output_column``).
+
+    The answer written is the completion's final answer (``""`` when there is none), the same text
+    ``--scorer official`` scores. Items whose audio could not be read have no model output and are left out
+    (``--scorer official`` leaves them unscored).
     """
     import json
+    import logging
     import os
 
+    log = logging.getLogger(__name__)
     os.makedirs(out_dir, exist_ok=True)
+    build = {"mmau": _mmau_like_row, "mmar": _mmau_like_row, "mmsu": _mmsu_row, "mmau-pro": _mmau_pro_row}
     rows: dict[str, list[dict[str, Any]]] = {}
+    unreadable: dict[str, int] = {}
     for pred in predictions:
-        if pred.benchmark not in EXPORTS:
+        if pred.benchmark not in build:
             continue
-        meta = dict(pred.meta or {})
-        row: dict[str, Any] = {"id": pred.id, "question": pred.question, "choices": pred.choices}
-        row["answer"] = pred.answer
-        row.update({k: v for k, v in meta.items() if k not in ("kwargs", "task_identifier")})
-        row[EXPORTS[pred.benchmark][1]] = pred.extracted or ""
-        rows.setdefault(pred.benchmark, []).append(row)
+        if pred.unreadable:
+            unreadable[pred.benchmark] = unreadable.get(pred.benchmark, 0) + 1
+            continue
+        rows.setdefault(pred.benchmark, []).append(build[pred.benchmark](pred, pred.extracted or ""))
     written = {}
     for bench, items in rows.items():
         path = os.path.join(out_dir, EXPORTS[bench][0])
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(items, fh, indent=2, ensure_ascii=False)
+        if bench == "mmau-pro":
+            _write_parquet(items, path)
+        else:
+            with open(path, "w", encoding="utf-8") as fh:
+                if path.endswith(".jsonl"):
+                    fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in items)
+                else:
+                    json.dump(items, fh, indent=2, ensure_ascii=False)
         written[bench] = path
-    skipped = sorted({p.benchmark for p in predictions if p.benchmark not in EXPORTS})
+    for bench, n in sorted(unreadable.items()):
+        log.warning(
+            "--export-official: %d %s item(s) with unreadable audio left out (no model output)", n, bench
+        )
+    skipped = sorted({p.benchmark for p in predictions if p.benchmark not in build})
     if skipped:
-        import logging
-
-        logging.getLogger(__name__).warning("--export-official: no official input format for %s", skipped)
+        log.warning("--export-official: no official input format for %s", skipped)
     return written
