@@ -689,3 +689,25 @@ def test_export_leaves_out_unreadable_items(tmp_path):
     out = export_official(preds, str(tmp_path))["mmsu"]
     assert [json.loads(line)["id"] for line in Path(out).read_text().splitlines()] == ["mmsu-0"]
     assert [p.score for p in preds] == [1.0, None]
+
+
+def test_cli_rescoring_with_the_official_scorer_and_export(tmp_path, capsys):
+    from mapo.eval import write_predictions
+    from mapo.eval.cli import main
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(_pro_rows()))
+    items = load_benchmark("mmau-pro", str(path), check_audio=False)
+    items += [_choice("mmsu", MMSU, "Chocolate.", i) for i in range(2)]
+    preds = [Prediction.from_item(it, out) for it, out in zip(items, [*PRO_OUTPUTS, A.format("B"), "C"])]
+    write_predictions(preds, str(tmp_path / "predictions.jsonl"))
+    argv = ["--predictions", str(tmp_path / "predictions.jsonl"), "--scorer", "official"]
+    argv += ["--export-official", str(tmp_path / "official"), "--output-dir", str(tmp_path / "out")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["scorer"] == "official" and set(results["official_rules"]) == {"mmsu", "mmau-pro"}
+    assert "mmsu_evaluation.py" in results["official_rules"]["mmsu"]
+    assert results["results"]["mmsu"]["overall"]["accuracy"] == 0.5  # "B" right, "C" wrong
+    names = sorted(p.name for p in (tmp_path / "official").iterdir())
+    assert names == ["mmau-pro_predictions.parquet", "mmsu_predictions.jsonl"]
+    assert "official input file (mmsu)" in capsys.readouterr().out

@@ -157,6 +157,12 @@ def _run_record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _official_rules(summary: dict[str, Any]) -> dict[str, str]:
+    from mapo.eval.official import OFFICIAL_RULES
+
+    return {bench: OFFICIAL_RULES.get(bench, "MMAU evaluation.py string_match") for bench in summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         overall="micro-average over scored items: sum of item scores / number of scored items",
         scorer=args.scorer,
         answer_match=args.answer_match,
+        official_rules=_official_rules(summary) if args.scorer == "official" else None,
         long_audio=long_audio.as_dict() if long_audio is not None else None,
         predictions=os.path.abspath(pred_path),
     )

@@ -50,10 +50,12 @@ __all__ = [
 
 #: benchmark -> the rule name reported in results.json.
 OFFICIAL_RULES: dict[str, str] = {
-    "mmau": "MMAU evaluation.py string_match",
-    "mmar": "MMAR evaluation string_match",
-    "mmsu": "MMSU mmsu_evaluation.py: first (else second-to-last) character as the letter, A-D; wrong format dropped",
-    "mmau-pro": "MMAU-Pro evaluation (closed: nearest option; open: OVERALL/5 with the 3 -> mean rule)",
+    "mmau": "MMAU evaluation.py string_match (Sakshi113/MMAU @ 7468292)",
+    "mmar": "MMAR evaluation.py string_match (thameran/MMAR @ 6249700)",
+    "mmsu": "mmsu_evaluation.py: first (else second-to-last) character A-D, exact option text; "
+    "wrong formats dropped (dingdongwang/MMSU @ 698fac8)",
+    "mmau-pro": "evaluate_mmau_pro_comprehensive.py: closed nearest option (only certain items scored here), "
+    "open OVERALL/5 with the 3 -> mean rule, the script's AIF checks (sonalkum/MMAUPro @ bf12804)",
 }
 
 _WORD = re.compile(r"\b\w+\b")
