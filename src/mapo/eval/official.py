@@ -1,7 +1,7 @@
 """``--scorer official``: each benchmark's published matching rule, quirks included, for numbers that sit next to
 published ones. The default ``strict`` scorer (:mod:`mapo.eval.scoring`) stays the better *measure*; this one is
-the comparable *number*. Written from the documented behaviour of the official scripts (``docs/eval.md``,
-"Official scorers"); no official code is copied.
+the comparable *number*. Written from the official scripts as read at the commits listed in ``docs/eval.md``
+("What was verified"); no official code is copied.
 
 * **MMAU, MMAR** — ``string_match(answer, prediction, choices)``: word sets are the lower-cased ``\\w+`` tokens;
   the prediction is correct iff it contains every word of the answer and no word of the *other* options that is
