@@ -374,6 +374,10 @@ def test_mmau_pro_parquet_with_unified_kwargs(tmp_path):
         ("Include Keywords", {"keywords": "cat"}, "a category", False),  # whole words only
         ("Keyword Frequency", {"keyword": "bell", "N": 2.0}, "A bell, then another bell.", True),
         ("Forbidden Words", {"forbidden_words": "dog, cat"}, "A bird sings.", True),
+        # word lists stored as JSON lists (not only the release's "a, b" strings) are read as lists
+        ("Include Keywords", {"keywords": ["rain", "thunder"]}, "Rain and distant thunder.", True),
+        ("Include Keywords", {"keywords": ["rain", "thunder"]}, "Rain only.", False),
+        ("Forbidden Words", {"forbidden_words": ["dog", "cat"]}, "A dog barks.", False),
         ("Number Paragraphs", {"N": 2}, "One.\n***\nTwo.", True),
         ("Number Words (range)", {"N1": 2, "N2": 3}, "two words", True),
         ("Number Sentences (at most)", {"N": 1}, "One. Two.", False),

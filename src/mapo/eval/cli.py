@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--export-official",
         metavar="DIR",
         default=None,
-        help="also write each benchmark's official input file (MMAU, MMAR: records + model_prediction) into DIR",
+        help="also write each benchmark's official input file into DIR (MMAU, MMAR: JSON with model_output / "
+        "model_prediction; MMSU: JSONL with response; MMAU-Pro: parquet with model_output; docs/eval.md)",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     out.add_argument(
@@ -154,6 +155,12 @@ def _run_record(args: argparse.Namespace) -> dict[str, Any]:
         "system_prompt": args.system_prompt,
         "long_audio": args.long_audio,
     }
+
+
+def _official_rules(summary: dict[str, Any]) -> dict[str, str]:
+    from mapo.eval.official import OFFICIAL_RULES
+
+    return {bench: OFFICIAL_RULES.get(bench, "MMAU evaluation.py string_match") for bench in summary}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         overall="micro-average over scored items: sum of item scores / number of scored items",
         scorer=args.scorer,
         answer_match=args.answer_match,
+        official_rules=_official_rules(summary) if args.scorer == "official" else None,
         long_audio=long_audio.as_dict() if long_audio is not None else None,
         predictions=os.path.abspath(pred_path),
     )

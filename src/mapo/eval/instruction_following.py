@@ -40,9 +40,14 @@ def _str(kwargs: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-def _words_list(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [w.strip() for w in items if str(w).strip()]
+def _words_list(kwargs: dict[str, Any], key: str) -> list[str]:
+    """A word list: the release's ``"a, b"`` string, or a JSON list."""
+    value = kwargs.get(key)
+    items = value if isinstance(value, (list, tuple)) else str(value if value is not None else "").split(",")
+    words = [str(w).strip() for w in items if str(w).strip()]
+    if not words:
+        raise UncheckableInstruction(f"kwargs has no {key!r} (got {sorted(kwargs)})")
+    return words
 
 
 def count_words(text: str) -> int:
@@ -114,12 +119,10 @@ def _range(value: int, kwargs: dict[str, Any]) -> bool:
 
 #: task_identifier → check(response, kwargs, prompt) -> bool.
 CHECKS: dict[str, Callable[[str, dict[str, Any], str], bool]] = {
-    "Include Keywords": lambda r, k, p: all(
-        _phrase_count(r, w) > 0 for w in _words_list(_str(k, "keywords"))
-    ),
+    "Include Keywords": lambda r, k, p: all(_phrase_count(r, w) > 0 for w in _words_list(k, "keywords")),
     "Keyword Frequency": lambda r, k, p: _phrase_count(r, _str(k, "keyword")) == _int(k, "N"),
     "Forbidden Words": lambda r, k, p: (
-        not any(_phrase_count(r, w) > 0 for w in _words_list(_str(k, "forbidden_words")))
+        not any(_phrase_count(r, w) > 0 for w in _words_list(k, "forbidden_words"))
     ),
     "Number Paragraphs": lambda r, k, p: len([s for s in r.split("***") if s.strip()]) == _int(k, "N"),
     "Number Words (at least)": lambda r, k, p: count_words(r) >= _int(k, "N"),

@@ -249,7 +249,16 @@ def load_mmsu(rows: list[dict[str, Any]], audio_root: str, where: str = "mmsu") 
             question=str(row["question"]),
             choices=_mmsu_choices(row),
             answer=str(row["answer_gt"]),
-            meta={k: row.get(k) for k in ("category", "sub-category", "sub-sub-category", "task_name")},
+            meta={
+                k: row.get(k)
+                for k in (
+                    "category",
+                    "sub-category",
+                    "sub-sub-category",
+                    "task_name",
+                    "linguistics_sub_discipline",
+                )
+            },
         )
         items.append(_check_choice(item))
     return items

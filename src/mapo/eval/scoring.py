@@ -124,6 +124,11 @@ def _set(pred: Prediction, score: float | None, reason: str = "") -> None:
 
 def _score_local(pred: Prediction, answer_match: str, scorer: str = "strict") -> None:
     """Score a choice or instruction item (no judge needed)."""
+    if scorer == "official" and pred.kind == "choice" and pred.choices and pred.answer is not None:
+        # The official scripts grade every item they are given, including those the strict scorer leaves
+        # unscored as dataset bugs (an answer that names no option scores 0 there).
+        _score_official_choice(pred)
+        return
     if pred.invalid:
         _set(pred, None, f"invalid item: {pred.invalid}")
         return
@@ -131,12 +136,18 @@ def _score_local(pred: Prediction, answer_match: str, scorer: str = "strict") ->
         if not pred.choices or pred.answer is None:
             _set(pred, None, "invalid item: no choices or no answer")
             return
-        if scorer == "official":
-            _score_official_choice(pred)
-            return
         _set(pred, 1.0 if match_choice(pred.prediction, pred.answer, pred.choices, answer_match) else 0.0)
     elif pred.kind == "instruction":
         meta = pred.meta or {}
+        if scorer == "official":
+            from mapo.eval.official import official_instruction
+
+            # The script checks whatever text it is given: no final answer is an empty response.
+            ok = official_instruction(
+                meta.get("task_identifier"), meta.get("kwargs"), pred.extracted or "", pred.question
+            )
+            _set(pred, 1.0 if ok else 0.0)
+            return
         if pred.extracted is None or not pred.extracted.strip():
             # No final answer: "no commas" or "at most N words" would pass on an empty string.
             _set(pred, 0.0)
@@ -153,28 +164,32 @@ def _score_local(pred: Prediction, answer_match: str, scorer: str = "strict") ->
 
 def _score_official_choice(pred: Prediction) -> None:
     """The benchmark's published rule (:mod:`mapo.eval.official`) on the final answer."""
-    from mapo.eval.official import mmsu_first_letter, string_match
+    from mapo.eval.official import mmau_pro_certain_option, mmsu_official_score, string_match
 
     assert pred.choices is not None and pred.answer is not None
     final = pred.extracted or ""
     if pred.benchmark == "mmsu":
-        idx = mmsu_first_letter(final, len(pred.choices))
-        if idx is None:
-            _set(pred, None, "official MMSU: unparseable answer, dropped from the denominator")
+        score = mmsu_official_score(final, pred.answer, pred.choices)
+        if score is None:
+            _set(pred, None, "official MMSU: wrong format (no A-D letter read), dropped from the denominator")
             return
-        _set(pred, 1.0 if idx in gold_options(pred.answer, pred.choices) else 0.0)
+        _set(pred, score)
     elif pred.benchmark == "mmau-pro":
-        from mapo.rewards import match_option
-
-        match = match_option(final, pred.choices, mode="exact") if final else None
-        if match is None or len(match.indices) != 1:
+        if len(pred.choices) < 2:
+            _set(pred, None, "official MMAU-Pro: fewer than two choices, dropped by the script")
+            return
+        if pred.answer not in pred.choices:
+            _set(pred, 0.0)  # the nearest option is always an option, and none is the gold text
+            return
+        idx = mmau_pro_certain_option(final, pred.choices)
+        if idx is None:
             _set(
                 pred,
                 None,
-                "official MMAU-Pro: nearest option needs the NV-Embed-v2 model (answer not clear-cut)",
+                "official MMAU-Pro: nearest option needs the NV-Embed-v2 model (answer is not an option's text)",
             )
             return
-        _set(pred, 1.0 if match.indices[0] in gold_options(pred.answer, pred.choices) else 0.0)
+        _set(pred, 1.0 if pred.choices[idx] == pred.answer else 0.0)
     else:  # MMAU, MMAR (and any other benchmark): string_match
         _set(pred, 1.0 if string_match(pred.answer, final, pred.choices) else 0.0)
 
