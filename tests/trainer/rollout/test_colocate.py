@@ -99,13 +99,13 @@ def test_two_clips_give_different_rollouts_at_temperature_zero(trained):
     engine.temperature, saved = 0.0, engine.temperature
     try:
         with engine.audio_clips(clips):
-            _, completions, logprobs, _ = engine.generate(ids, None, num_generations=1)
+            _, completions, _, _ = engine.generate(ids, None, num_generations=1)
         with engine.audio_clips(clips[:1] * 2):
             _, same, _, _ = engine.generate(ids, None, num_generations=1)
     finally:
         engine.temperature = saved
     assert same[0] == same[1] == completions[0]  # greedy and deterministic for one clip
-    assert completions[0] != completions[1] or logprobs[0] != logprobs[1]
+    assert completions[0] != completions[1]  # the audio, not only the text, decides the greedy rollout
     suppressed = {trainer.modality.audio_token_id, *trainer.modality.marker_ids}
     assert not suppressed & {t for c in completions for t in c}
 

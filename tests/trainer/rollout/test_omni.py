@@ -124,4 +124,6 @@ def test_qwen3_omni_thinker_generates_with_audio(tmp_path, monkeypatch):
         (o.outputs[0].token_ids, [next(iter(lp.values())).logprob for lp in o.outputs[0].logprobs])
         for o in outs
     ]
-    assert first[0] != first[1]  # the audio conditions the rollout
+    # the audio conditions the rollout (on this tiny random thinker only its log-probs, by ~1e-5; the greedy tokens
+    # differ on the tiny Qwen2-Audio: test_colocate)
+    assert first[0] != first[1]
