@@ -88,14 +88,20 @@ def test_synced_engine_matches_trainer_logps(trained):
 
 
 def test_two_clips_give_different_rollouts_at_temperature_zero(trained):
-    trainer, processor, _ = trained
+    """Greedy rollouts of the same text with two clips differ in their tokens. On the initial (random) weights: the
+    step's toy length reward pushes the tiny policy into one repeated pair of tokens whatever it hears."""
+    trainer, processor, initial = trained
     engine = trainer.vllm_generation
+    model = trainer.accelerator.unwrap_model(trainer.model)
     clips = [
         sine_clip(200.0, 1.0, seed=1),
         np.random.default_rng(7).standard_normal(16000).astype(np.float32) * 0.5,
     ]
     ids = [audio_prompt_inputs(processor, c)["input_ids"][0].tolist() for c in clips]
     assert ids[0] == ids[1]  # same text, same length: only the audio differs
+    trained_state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(initial)
+    engine.sync_weights()
     engine.temperature, saved = 0.0, engine.temperature
     try:
         with engine.audio_clips(clips):
@@ -104,6 +110,8 @@ def test_two_clips_give_different_rollouts_at_temperature_zero(trained):
             _, same, _, _ = engine.generate(ids, None, num_generations=1)
     finally:
         engine.temperature = saved
+        model.load_state_dict(trained_state)
+        engine.sync_weights()
     assert same[0] == same[1] == completions[0]  # greedy and deterministic for one clip
     assert completions[0] != completions[1]  # the audio, not only the text, decides the greedy rollout
     suppressed = {trainer.modality.audio_token_id, *trainer.modality.marker_ids}

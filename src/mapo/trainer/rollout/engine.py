@@ -506,6 +506,7 @@ class AudioVLLMGeneration(VLLMGeneration):
                     structured_outputs_regex=self.structured_outputs_regex,
                     generation_kwargs=self._generation_kwargs(),
                 )
+            check_prompt_ids(unique_prompts, output["prompt_ids"])  # the server echoes what it generated from
             payload = (
                 output["prompt_ids"],
                 output["completion_ids"],
