@@ -134,3 +134,132 @@ def test_options_and_engine_dtype():
     assert engine_dtype(model, Args()) == "bfloat16"  # fp32 master weights under bf16 autocast
     Args.bf16 = False
     assert engine_dtype(model, Args()) == "float32"
+
+
+def _bare_engine(model=None, spec=None):
+    """An ``AudioVLLMGeneration`` without an engine (no vLLM): for its pure methods."""
+    from trl.distributed import DistributedBackend
+
+    from mapo.trainer.rollout.engine import AudioVLLMGeneration
+
+    engine = object.__new__(AudioVLLMGeneration)
+    engine.model, engine.modality = model, spec
+
+    class _State:
+        deepspeed_plugin = None
+
+    class _Accelerator:
+        state = _State()
+
+    engine._dist = DistributedBackend(_Accelerator())
+    return engine
+
+
+def test_server_placeholder_count_mismatch_fails_loudly():
+    """The server's processor expanding a clip to another length than the trainer's (3000 vs 3001 mel frames)."""
+    model, processor = tiny_qwen2_audio_for_vllm()
+    spec = resolve_modality(model, tokenizer=processor.tokenizer)
+    engine = _bare_engine(model, spec)
+    a = spec.audio_token_id
+    other = next(t for t in range(100, 200) if t != a)
+    ids = [other, other, *[a] * 25, other]
+    features = {"mm_placeholders": {"audio": [{"offset": 40, "length": 25}]}, "mm_hashes": {}}
+    placed = engine._place_audio(features, ids)
+    assert placed["mm_placeholders"]["audio"] == [{"offset": 2, "length": 25}]
+    features["mm_placeholders"]["audio"][0]["length"] = 26
+    with pytest.raises(RuntimeError, match="3000 vs 3001"):
+        engine._place_audio(features, ids)
+
+
+def test_lora_sync_sends_out_of_place_merged_weights_under_vllm_names():
+    """With a PEFT policy the engine sends W + ΔW (``mapo.trainer.lora.merged_weights``) under vLLM's names —
+    the same tensors as a merged copy of the model — and leaves the base weights untouched (no merge/unmerge)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = tiny_qwen2_audio_for_vllm()
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]
+    )
+    plain = dict(vllm_state_dict(model))
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+            if "modules_to_save" in name:
+                p.add_(1.0)  # the trained copy differs from the original
+    frozen = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    sent = dict(_bare_engine(peft_model)._iter_named_params())
+    assert all(torch.equal(p, frozen[n]) for n, p in peft_model.named_parameters())  # bit for bit
+
+    expected = dict(vllm_state_dict(copy.deepcopy(peft_model).merge_and_unload()))
+    assert set(sent) == set(expected)
+    for name, tensor in expected.items():
+        assert torch.allclose(sent[name], tensor, atol=1e-6), name
+    q = "language_model.model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(sent[q], plain[q])  # the adapter is in it
+    head = "language_model.lm_head.weight"
+    assert torch.equal(sent[head], frozen["base_model.model.lm_head.modules_to_save.default.weight"])
+
+
+def test_server_weight_sync_is_chosen_from_the_trainer_device():
+    """auto: NCCL on a CUDA trainer, save + reload elsewhere; NCCL asked for on a CPU trainer is refused."""
+    from mapo.trainer.rollout.engine import VLLMAudioOptions
+
+    engine = _bare_engine()
+
+    class _Accelerator:
+        device = torch.device("cpu")
+
+    engine.accelerator = _Accelerator()
+    engine.options = VLLMAudioOptions()
+    assert engine._choose_server_sync() == "reload"
+    engine.options = VLLMAudioOptions(vllm_weight_sync="nccl")
+    with pytest.raises(ValueError, match="needs the trainer on a CUDA device"):
+        engine._choose_server_sync()
+    _Accelerator.device = torch.device("cuda", 0)  # only the device type is read
+    assert engine._choose_server_sync() == "nccl"
+    engine.options = VLLMAudioOptions()
+    assert engine._choose_server_sync() == "nccl"
+    engine.options = VLLMAudioOptions(vllm_weight_sync="reload")
+    assert engine._choose_server_sync() == "reload"
+
+
+def test_lora_sync_of_qwen3_omni_fused_experts_in_bf16():
+    """Qwen3-Omni with expert LoRA (peft target_parameters) in bf16: the engine sends the merged experts split per
+    expert under vLLM's ``thinker.`` names, equal to what merging a copy gives, and never rounds the frozen base
+    experts (a merge/unmerge round trip in bf16 does). vLLM's CPU engine cannot load experts, so this payload is
+    what runs on GPU."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from mapo.trainer.lora import expert_target_parameters
+
+    model = tiny_qwen3_omni_thinker().model.to(torch.bfloat16)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        target_parameters=expert_target_parameters(model),
+    )
+    plain = {n: t.clone() for n, t in vllm_state_dict(model)}
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    frozen = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    sent = dict(_bare_engine(peft_model)._iter_named_params())
+    assert all(torch.equal(p, frozen[n]) for n, p in peft_model.named_parameters())
+
+    expected = dict(vllm_state_dict(copy.deepcopy(peft_model).merge_and_unload()))
+    assert set(sent) == set(expected)
+    expert = next(n for n in sent if ".mlp.experts.0.gate_proj.weight" in n)
+    assert expert.startswith("thinker.")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(sent[name], tensor, rtol=1e-2, atol=1e-2, msg=name)  # bf16 merge order
+    assert not torch.equal(sent[expert], plain[expert])  # the expert adapter is in it

@@ -10,20 +10,19 @@ from datasets import Dataset
 
 from mapo.testing import sine_clip, tiny_qwen2_audio_for_vllm
 from mapo.trainer import MAPOConfig, MAPOTrainer
-from mapo.trainer.rollout import VLLMDriftError, collapse_placeholder_runs
+from mapo.trainer.rollout import VLLMDriftError
 
-from .conftest import length_reward, release_engine, tone_rows, vllm_grpo_settings
+from .conftest import (
+    audio_prompt_inputs,
+    length_reward,
+    policy_completion_logps,
+    release_engine,
+    tone_rows,
+    vllm_completion_logps,
+    vllm_grpo_settings,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-def audio_prompt_inputs(processor, clip: np.ndarray, text: str = "Describe the sound."):
-    conversation = [
-        {"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "text", "text": text}]}
-    ]
-    return processor.apply_chat_template(
-        [conversation], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,81 +61,59 @@ def test_mapo_step_with_colocated_vllm(trained):
     assert changed, "the optimizer step changed no weight"
 
 
-def _vllm_completion_logps(engine, prompt_ids: list[int], completion: list[int], clip, spec) -> list[float]:
-    from vllm import SamplingParams
-
-    ids, _ = collapse_placeholder_runs(prompt_ids + completion, spec.audio_token_id)
-    request = {"prompt_token_ids": ids, "multi_modal_data": {"audio": (clip, spec.sampling_rate)}}
-    out = engine.llm.generate([request], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
-    assert (
-        list(out.prompt_token_ids) == prompt_ids + completion
-    )  # vLLM re-expanded the one placeholder exactly
-    rows = out.prompt_logprobs[len(prompt_ids) :]
-    return [row[tok].logprob for row, tok in zip(rows, completion, strict=True)]
-
-
 def test_synced_engine_matches_trainer_logps(trained):
-    """After the optimizer step and a sync, vLLM scores a fixed completion like the trained policy (fp32)."""
+    """After the optimizer step and a sync, vLLM scores a fixed completion like the trained policy (fp32), even for
+    a clip whose audio embedding vLLM cached under the old weights (the encoder cache is reset with the sync)."""
     trainer, processor, initial = trained
     engine, spec = trainer.vllm_generation, trainer.modality
-    engine.sync_weights()
+    model = trainer.accelerator.unwrap_model(trainer.model)
     clip = sine_clip(330.0, 1.0, seed=5)
     inputs = audio_prompt_inputs(processor, clip)
     prompt_ids = inputs["input_ids"][0].tolist()
     completion = processor.tokenizer("The answer is low.", add_special_tokens=False)["input_ids"]
-    got = torch.tensor(_vllm_completion_logps(engine, prompt_ids, completion, clip, spec))
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    ids = torch.tensor([prompt_ids + completion])
-    with torch.no_grad():
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            input_features=inputs["input_features"],
-            feature_attention_mask=inputs["feature_attention_mask"],
-        ).logits.float()
-    logps = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1], dim=-1)
-    want = logps.gather(-1, torch.tensor(completion)[:, None])[:, 0]
-    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
-
-    # the same completion under the *initial* weights is far off: the comparison can tell synced from stale
+    # the engine still holds the weights of the step's start (synced before its generation): the initial ones
+    stale = vllm_completion_logps(engine, prompt_ids, completion, clip, spec)  # caches the clip's embedding
     trained_state = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(initial)
-    with torch.no_grad():
-        old = torch.log_softmax(
-            model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                input_features=inputs["input_features"],
-                feature_attention_mask=inputs["feature_attention_mask"],
-            )
-            .logits[0, len(prompt_ids) - 1 : -1]
-            .float(),
-            dim=-1,
-        ).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+    old = policy_completion_logps(model, inputs, completion)
     model.load_state_dict(trained_state)
-    assert (old - want).abs().max() > 1e-3
+    assert torch.allclose(stale, old, atol=1e-4), (stale - old).abs().max()
+
+    engine.sync_weights()
+    got = vllm_completion_logps(engine, prompt_ids, completion, clip, spec)
+    want = policy_completion_logps(model, inputs, completion)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    assert (old - want).abs().max() > 1e-3  # the comparison can tell synced from stale weights
 
 
 def test_two_clips_give_different_rollouts_at_temperature_zero(trained):
-    trainer, processor, _ = trained
+    """Greedy rollouts of the same text with two clips differ in their tokens. On the initial (random) weights: the
+    step's toy length reward pushes the tiny policy into one repeated pair of tokens whatever it hears."""
+    trainer, processor, initial = trained
     engine = trainer.vllm_generation
+    model = trainer.accelerator.unwrap_model(trainer.model)
     clips = [
         sine_clip(200.0, 1.0, seed=1),
         np.random.default_rng(7).standard_normal(16000).astype(np.float32) * 0.5,
     ]
     ids = [audio_prompt_inputs(processor, c)["input_ids"][0].tolist() for c in clips]
     assert ids[0] == ids[1]  # same text, same length: only the audio differs
+    trained_state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(initial)
+    engine.sync_weights()
     engine.temperature, saved = 0.0, engine.temperature
     try:
         with engine.audio_clips(clips):
-            _, completions, logprobs, _ = engine.generate(ids, None, num_generations=1)
+            _, completions, _, _ = engine.generate(ids, None, num_generations=1)
         with engine.audio_clips(clips[:1] * 2):
             _, same, _, _ = engine.generate(ids, None, num_generations=1)
     finally:
         engine.temperature = saved
+        model.load_state_dict(trained_state)
+        engine.sync_weights()
     assert same[0] == same[1] == completions[0]  # greedy and deterministic for one clip
-    assert completions[0] != completions[1] or logprobs[0] != logprobs[1]
+    assert completions[0] != completions[1]  # the audio, not only the text, decides the greedy rollout
     suppressed = {trainer.modality.audio_token_id, *trainer.modality.marker_ids}
     assert not suppressed & {t for c in completions for t in c}
 

@@ -63,8 +63,17 @@ def to_vllm_names(
     return [(name if name.startswith(prefix) else prefix + name, tensor) for name, tensor in reverted.items()]
 
 
+def _has_lora(model: nn.Module) -> bool:
+    return any(".lora_A." in name for name, _ in model.named_parameters())
+
+
 def vllm_state_dict(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The model's parameters under vLLM's checkpoint names (no PEFT handling: pass a plain or merged model)."""
+    """The model's parameters under vLLM's checkpoint names; a LoRA model's with its adapters merged (out of
+    place, :func:`mapo.trainer.lora.merged_weights`)."""
+    if _has_lora(model):
+        from ..lora import merged_weights
+
+        return to_vllm_names(model, merged_weights(model))
     return to_vllm_names(model, ((n, p.detach()) for n, p in _base_model(model).named_parameters()))
 
 
@@ -134,6 +143,10 @@ def save_vllm_checkpoint(model: nn.Module, processor, directory: str) -> str:
             json.dump(_full_omni_config(base.config), fh, indent=2)
         save_vllm_weights(vllm_state_dict(base), directory)
         base.generation_config.save_pretrained(directory)
+    elif _has_lora(base):  # the adapters merged, under the base model's names
+        from ..lora import merged_weights
+
+        base.save_pretrained(directory, state_dict=dict(merged_weights(base)))
     else:
         base.save_pretrained(directory)
     processor.save_pretrained(directory)

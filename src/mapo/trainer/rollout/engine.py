@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -253,14 +254,46 @@ class AudioVLLMGeneration(VLLMGeneration):
     # ------------------------------------------------------------------------------------------------------------
 
     def _iter_named_params(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """TRL's gathered (and, with PEFT, merged) parameters under the checkpoint names vLLM loads.
+        """The policy's parameters, gathered, under the checkpoint names vLLM loads; with PEFT, merged.
 
         The checkpoint conversion needs the whole state dict at once (fused MoE experts are split), so the tensors
-        are collected first; with PEFT they are copied, as the adapters are unmerged when TRL's iterator ends.
+        are collected first. With a PEFT model the weights are ``W + ΔW`` computed out of place by
+        :func:`mapo.trainer.lora.merged_weights`, not TRL's in-place ``merge_adapter`` / ``unmerge_adapter``: that
+        round trip rounds the frozen base weights on every sync (in bf16 it drifts, notably the fused experts).
         """
-        copy = is_peft_model(self.model)
-        collected = [(n, t.detach().clone() if copy else t.detach()) for n, t in super()._iter_named_params()]
+        if is_peft_model(self.model):
+            collected = self._merged_peft_params()
+        else:
+            collected = [(n, t.detach()) for n, t in super()._iter_named_params()]
         yield from to_vllm_names(self.model, collected)
+
+    def _merged_peft_params(self) -> list[tuple[str, torch.Tensor]]:
+        from ..lora import merged_weights
+
+        model = self.model
+        if self._dist.is_fsdp:
+            # FSDP shards the LoRA factors and the base weights; TRL's FSDP walk is the one that gathers them
+            if not getattr(self, "_warned_fsdp_merge", False):
+                logger.warning(
+                    "PEFT under FSDP: the weights for vLLM are merged by TRL in place (merge_adapter/unmerge_adapter"
+                    "), which rounds the frozen base weights on every sync in bf16; mapo's out-of-place merge "
+                    "(mapo.trainer.lora.merged_weights) runs without FSDP or with DeepSpeed"
+                )
+                self._warned_fsdp_merge = True
+            return [(n, t.detach().clone()) for n, t in super()._iter_named_params()]
+        active = getattr(model, "active_adapter", "default")
+        to_save = re.compile(rf"\.modules_to_save\.{re.escape(str(active))}(?=\.)")
+        zero3 = self._dist.is_zero3
+        collected = []
+        # ZeRO-3: every process gathers the whole model (collective), as TRL does before merging
+        with self._dist.gather_params(list(model.parameters())):
+            for name, tensor in merged_weights(model):
+                if ".original_module." in name or ".modules_to_save." in name and not to_save.search(name):
+                    continue  # modules_to_save: vLLM gets the trained copy, under the module's own name
+                name = self._fix_param_name_to_vllm(to_save.sub("", name))
+                # ZeRO-3 re-partitions the gathered parameters on exit: keep copies of the unmerged ones
+                collected.append((name, tensor.clone() if zero3 else tensor))
+        return collected
 
     def sync_weights(self) -> None:
         """Push the policy's weights to vLLM, then drop every cache computed with the old ones."""
@@ -473,6 +506,7 @@ class AudioVLLMGeneration(VLLMGeneration):
                     structured_outputs_regex=self.structured_outputs_regex,
                     generation_kwargs=self._generation_kwargs(),
                 )
+            check_prompt_ids(unique_prompts, output["prompt_ids"])  # the server echoes what it generated from
             payload = (
                 output["prompt_ids"],
                 output["completion_ids"],
