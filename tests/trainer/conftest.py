@@ -1,4 +1,9 @@
-"""Shared fixtures for the trainer tests: tiny Qwen2-Audio / Qwen2.5-Omni thinker + offline processors + data."""
+"""Shared fixtures for the trainer tests: tiny Qwen2-Audio / Qwen2.5-Omni thinker + offline processors + data.
+
+Tests take everything here as fixtures (never ``from .conftest import``). The helpers are plain functions below;
+each has a session-scoped fixture of the same name that returns it (a factory, or a list of reward functions), so
+module-scoped fixtures can use them too.
+"""
 
 from __future__ import annotations
 
@@ -111,3 +116,50 @@ def parity_reward(completions, **kwargs):
 
 
 VARIED_REWARDS = [accuracy_reward, format_reward, parity_reward]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The helpers as fixtures
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", name="rewards")
+def _rewards():
+    """The accuracy and format rewards."""
+    return REWARDS
+
+
+@pytest.fixture(scope="session", name="varied_rewards")
+def _varied_rewards():
+    """:data:`REWARDS` and :func:`parity_reward` (non-zero advantages on random tiny models)."""
+    return VARIED_REWARDS
+
+
+@pytest.fixture(scope="session", name="parity_reward")
+def _parity_reward():
+    return parity_reward
+
+
+@pytest.fixture(scope="session", name="audio_rows")
+def _audio_rows():
+    return audio_rows
+
+
+@pytest.fixture(scope="session", name="repeat_rows")
+def _repeat_rows():
+    return repeat_rows
+
+
+@pytest.fixture(scope="session", name="tiny_grpo_settings")
+def _tiny_grpo_settings():
+    return tiny_grpo_settings
+
+
+@pytest.fixture(scope="session", name="tiny_config")
+def _tiny_config():
+    return tiny_config
+
+
+@pytest.fixture(scope="session", name="sharpen")
+def _sharpen():
+    return sharpen
