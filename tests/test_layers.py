@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "_moved": set(),
     "__init__": {"_moved"},
 }
-PRODUCT_PACKAGES = set(ALLOWED)  # everything but mapo/testing.py (test fixtures)
+PRODUCT_PACKAGES = set(ALLOWED)  # everything but mapo/testing/ (test fixtures)
 
 
 def _module_name(path: Path) -> str:

@@ -13,7 +13,6 @@ import torch
 from mapo.diagnostics import (
     NO_WORD,
     acs_table,
-    audio_key_attention,
     evidence_masking,
     frame_edges,
     linear_probe_layers,
@@ -82,7 +81,7 @@ def generated(tiny):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Signals, trajectories, per-key attention
+# Signals, trajectories
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -127,35 +126,6 @@ def test_plotted_mass_equals_probe_mass(tiny, generated, tmp_path):
     assert len(list(tmp_path.glob("trajectory_*.png"))) == 3 and (tmp_path / "trajectory.json").exists()
 
 
-def test_key_attention_matches_eager_attention_and_mean_mass(tiny, generated):
-    model, processor = tiny
-    batch, ids, mask = generated
-    spec = resolve_modality(model, processor.tokenizer)
-    row, cid, cm = next(split_rows(batch.inputs, ids, mask))
-    sig = teacher_forced_signals(model, row, cid, cm, tokenizer=processor.tokenizer, key_attention=True)
-    n_audio = int(sig.audio_valid.sum())
-    assert sig.key_attention.shape == (1, cid.shape[1], n_audio)
-    torch.testing.assert_close(sig.key_attention.sum(-1), sig.mass_mean, rtol=1e-5, atol=1e-6)
-    # Independent: eager attention probabilities, mean over heads, mean over the (default: all 3) layers.
-    cat = concat_prompt_completion(row["input_ids"], row["attention_mask"], cid, cm)
-    model.set_attn_implementation({"text_config": "eager"})
-    try:
-        out = model(
-            input_ids=cat.input_ids,
-            attention_mask=cat.attention_mask,
-            input_features=row["input_features"],
-            feature_attention_mask=row["feature_attention_mask"],
-            output_attentions=True,
-        )
-    finally:
-        model.set_attn_implementation({"text_config": "sdpa"})
-    cols = audio_key_mask(cat.input_ids, spec)[0].nonzero().flatten()
-    eager = torch.stack([a[0].float().mean(0) for a in out.attentions]).mean(0)  # [L, L]
-    expected = eager[cat.query_rows][:, cols][None]
-    torch.testing.assert_close(sig.key_attention, expected, rtol=1e-4, atol=1e-6)
-    assert torch.equal(sig.audio_index[0, :n_audio], cols)
-
-
 @pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni"])
 def test_signals_on_omni_thinkers(family):
     from mapo.testing import omni_audio_inputs, tiny_qwen3_omni_thinker, tiny_qwen25_omni_thinker
@@ -176,19 +146,6 @@ def test_signals_on_omni_thinkers(family):
     torch.testing.assert_close(sig.key_attention.sum(-1), sig.mass_mean, rtol=1e-5, atol=1e-6)
     audio, text = modality_states(tiny.model, inputs, [-1], tokenizer=tiny.tokenizer)[2]
     assert audio.shape[1] == text.shape[1] == 64
-
-
-def test_key_attention_errors(tiny):
-    model, _ = tiny
-    with pytest.raises(ValueError, match="head_reduce"):
-        with audio_key_attention(
-            model, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 4), head_reduce="sum"
-        ):
-            pass
-    with pytest.raises(RuntimeError, match="run exactly one forward"):
-        with audio_key_attention(model, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 4)) as cap:
-            pass
-        cap.attention  # noqa: B018
 
 
 # ---------------------------------------------------------------------------------------------------------------

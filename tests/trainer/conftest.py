@@ -1,10 +1,19 @@
-"""Shared fixtures for the trainer tests: tiny Qwen2-Audio / Qwen2.5-Omni thinker + offline processors + data."""
+"""Shared fixtures for the trainer tests: tiny Qwen2-Audio / Qwen2.5-Omni thinker + offline processors + data.
+
+Tests take everything here as fixtures (never ``from .conftest import``). The helpers are plain functions below;
+each has a session-scoped fixture of the same name that returns it (a factory, or a list of reward functions), so
+module-scoped fixtures can use them too.
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+import yaml
 from datasets import Dataset
 
 from mapo.rewards import accuracy_reward, format_reward
@@ -111,3 +120,128 @@ def parity_reward(completions, **kwargs):
 
 
 VARIED_REWARDS = [accuracy_reward, format_reward, parity_reward]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# `mapo train` inputs on disk
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_jsonl(folder, name, n, freq0):
+    """``n`` tone rows as ``folder/name.jsonl`` with their clips (8 kHz, resampled on load) under ``folder/clips``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "clips").mkdir(exist_ok=True)
+    lines = []
+    for i in range(n):
+        sf.write(
+            folder / "clips" / f"{name}{i}.wav", sine_clip(freq0 + 50 * i, 1.0, sr=8000), 8000
+        )  # resampled
+        lines.append(
+            {
+                "audio": f"clips/{name}{i}.wav",
+                "question": "Low or high?",
+                "choices": ["low", "high"],
+                "answer": "low",
+                "domain": name,
+                "id": f"{name}-{i}",
+            }
+        )
+    path = folder / f"{name}.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def save_model_dir(tmp_path):
+    """The tiny Qwen2-Audio and its processor saved as ``tmp_path/model`` (a checkpoint for ``mapo train``)."""
+    processor = tiny_qwen2_audio_processor()
+    model = tiny_qwen2_audio(tokenizer=processor.tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def train_config(tmp_path, **extra):
+    """A ``mapo train`` YAML config for the tiny model on CPU (``extra`` overrides fields) as ``tmp_path/config.yaml``."""
+    cfg = {
+        "trainer": "mapo",
+        "rewards": ["accuracy", "format"],
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "max_completion_length": 8,
+        "bf16": False,
+        "use_cpu": True,
+        "gradient_checkpointing": False,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "pos_tagger": "lexicon",
+        "beta": 0.0,
+        "learning_rate": 1e-3,
+    }
+    cfg.update(extra)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The helpers as fixtures
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", name="rewards")
+def _rewards():
+    """The accuracy and format rewards."""
+    return REWARDS
+
+
+@pytest.fixture(scope="session", name="varied_rewards")
+def _varied_rewards():
+    """:data:`REWARDS` and :func:`parity_reward` (non-zero advantages on random tiny models)."""
+    return VARIED_REWARDS
+
+
+@pytest.fixture(scope="session", name="parity_reward")
+def _parity_reward():
+    return parity_reward
+
+
+@pytest.fixture(scope="session", name="audio_rows")
+def _audio_rows():
+    return audio_rows
+
+
+@pytest.fixture(scope="session", name="repeat_rows")
+def _repeat_rows():
+    return repeat_rows
+
+
+@pytest.fixture(scope="session", name="tiny_grpo_settings")
+def _tiny_grpo_settings():
+    return tiny_grpo_settings
+
+
+@pytest.fixture(scope="session", name="tiny_config")
+def _tiny_config():
+    return tiny_config
+
+
+@pytest.fixture(scope="session", name="sharpen")
+def _sharpen():
+    return sharpen
+
+
+@pytest.fixture(scope="session", name="write_jsonl")
+def _write_jsonl():
+    return write_jsonl
+
+
+@pytest.fixture(scope="session", name="save_model_dir")
+def _save_model_dir():
+    return save_model_dir
+
+
+@pytest.fixture(scope="session", name="train_config")
+def _train_config():
+    return train_config

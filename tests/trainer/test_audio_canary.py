@@ -10,8 +10,6 @@ import torch
 from mapo.trainer import AudioGRPOTrainer, MAPOTrainer
 from mapo.trainer.audio_canary import AudioNotReachingModelError, canary_rows
 
-from .conftest import REWARDS, audio_rows, repeat_rows, tiny_config
-
 
 class _AudioCutOff(AudioGRPOTrainer):
     """A deliberately broken trainer: the audio features never reach the scoring forward (what TRL 1.16 does)."""
@@ -20,19 +18,27 @@ class _AudioCutOff(AudioGRPOTrainer):
         return None
 
 
-def _trainer(cls, model, processor, tmp_path, dataset, **overrides):
-    return cls(
-        model=model,
-        reward_funcs=REWARDS,
-        args=tiny_config(tmp_path, **overrides),
-        train_dataset=dataset,
-        processing_class=processor,
-    )
+@pytest.fixture
+def make_trainer(rewards, tiny_config):
+    """Factory: a trainer of class ``cls`` on the tiny-model settings (``overrides`` go to the config)."""
+
+    def make(cls, model, processor, tmp_path, dataset, **overrides):
+        return cls(
+            model=model,
+            reward_funcs=rewards,
+            args=tiny_config(tmp_path, **overrides),
+            train_dataset=dataset,
+            processing_class=processor,
+        )
+
+    return make
 
 
-def test_canary_logs_the_influence_of_the_audio(qwen2_audio, tmp_path, rows_dataset):
+def test_canary_logs_the_influence_of_the_audio(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, audio_rows, repeat_rows
+):
     model, processor = qwen2_audio
-    trainer = _trainer(MAPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0)
+    trainer = make_trainer(MAPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0)
     model.train()
     start = time.perf_counter()
     batch = trainer._generate_and_score_completions(repeat_rows(audio_rows(2), 4))
@@ -73,9 +79,9 @@ def test_canary_logs_the_influence_of_the_audio(qwen2_audio, tmp_path, rows_data
 
 
 @pytest.mark.slow
-def test_canary_stops_training_when_the_audio_is_cut_off(qwen2_audio, tmp_path, rows_dataset):
+def test_canary_stops_training_when_the_audio_is_cut_off(qwen2_audio, tmp_path, rows_dataset, make_trainer):
     model, processor = qwen2_audio
-    trainer = _trainer(_AudioCutOff, model, processor, tmp_path, rows_dataset, eta=0.0)
+    trainer = make_trainer(_AudioCutOff, model, processor, tmp_path, rows_dataset, eta=0.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(AudioNotReachingModelError, match=r"audio/influence = 0 .*never reaches the decoder"):
         trainer.train()
@@ -83,14 +89,18 @@ def test_canary_stops_training_when_the_audio_is_cut_off(qwen2_audio, tmp_path, 
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # stopped before any update
 
 
-def test_canary_catches_an_audio_projector_that_outputs_nothing(qwen2_audio, tmp_path, rows_dataset):
+def test_canary_catches_an_audio_projector_that_outputs_nothing(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, audio_rows, repeat_rows
+):
     model, processor = qwen2_audio
     with torch.no_grad():  # the audio embeddings no longer depend on the audio
         model.model.multi_modal_projector.linear.weight.zero_()
-    trainer = _trainer(AudioGRPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0)
+    trainer = make_trainer(AudioGRPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0)
     model.train()
     with pytest.raises(AudioNotReachingModelError):
         trainer._generate_and_score_completions(repeat_rows(audio_rows(2), 4))
-    off = _trainer(AudioGRPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0, audio_canary=False)
+    off = make_trainer(
+        AudioGRPOTrainer, model, processor, tmp_path, rows_dataset, eta=0.0, audio_canary=False
+    )
     off._generate_and_score_completions(repeat_rows(audio_rows(2), 4))  # switched off: no check, no metric
     assert "audio/influence" not in off._metrics["train"]

@@ -13,28 +13,37 @@ from trl import GRPOConfig, GRPOTrainer
 from mapo.modality import ModalitySpec, completion_logps_and_entropies, resolve_modality
 from mapo.trainer import AudioGRPOTrainer
 
-from .conftest import REWARDS, audio_rows, repeat_rows, tiny_grpo_settings
+
+@pytest.fixture
+def grpo_config(tiny_grpo_settings):
+    """Factory: a plain GRPOConfig (the baseline takes TRL's own config) with the tiny-model CPU settings."""
+
+    def make(tmp_path):
+        return GRPOConfig(**tiny_grpo_settings(tmp_path), loss_type="grpo")
+
+    return make
 
 
-def _grpo_config(tmp_path):
-    """A plain GRPOConfig (the baseline takes TRL's own config) with the tiny-model CPU settings."""
-    return GRPOConfig(**tiny_grpo_settings(tmp_path), loss_type="grpo")
+@pytest.fixture
+def baseline(rewards, grpo_config):
+    """Factory: the AudioGRPOTrainer baseline on the tiny-model settings."""
 
+    def make(model, processor, tmp_path, dataset) -> AudioGRPOTrainer:
+        return AudioGRPOTrainer(
+            model=model,
+            reward_funcs=rewards,
+            args=grpo_config(tmp_path),
+            train_dataset=dataset,
+            processing_class=processor,
+        )
 
-def _baseline(model, processor, tmp_path, dataset) -> AudioGRPOTrainer:
-    return AudioGRPOTrainer(
-        model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
-        train_dataset=dataset,
-        processing_class=processor,
-    )
+    return make
 
 
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen25_omni"])
-def test_two_grpo_steps_run_and_log_rewards(family, request, tmp_path, rows_dataset):
+def test_two_grpo_steps_run_and_log_rewards(family, request, tmp_path, rows_dataset, baseline):
     model, processor = request.getfixturevalue(family)
-    trainer = _baseline(model, processor, tmp_path, rows_dataset)
+    trainer = baseline(model, processor, tmp_path, rows_dataset)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -45,18 +54,20 @@ def test_two_grpo_steps_run_and_log_rewards(family, request, tmp_path, rows_data
     assert set(before) == {n for n, _ in model.named_parameters()}
 
 
-def test_qwen2_audio_needs_the_image_token_workaround(qwen2_audio, tmp_path, rows_dataset):
+def test_qwen2_audio_needs_the_image_token_workaround(
+    qwen2_audio, tmp_path, rows_dataset, baseline, grpo_config, rewards
+):
     model, processor = qwen2_audio
     assert getattr(model.config, "image_token_id", None) is None
     with pytest.raises(AttributeError, match="image_token_id"):
         GRPOTrainer(
             model=model,
-            reward_funcs=REWARDS,
-            args=_grpo_config(tmp_path),
+            reward_funcs=rewards,
+            args=grpo_config(tmp_path),
             train_dataset=rows_dataset,
             processing_class=processor,
         )
-    trainer = _baseline(model, processor, tmp_path, rows_dataset)
+    trainer = baseline(model, processor, tmp_path, rows_dataset)
     assert getattr(model.config, "image_token_id", None) is None  # the loan was returned
     audio_id = model.config.audio_token_index
     assert audio_id in trainer.generation_kwargs["suppress_tokens"]
@@ -64,10 +75,12 @@ def test_qwen2_audio_needs_the_image_token_workaround(qwen2_audio, tmp_path, row
 
 
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen25_omni"])
-def test_audio_reaches_every_scoring_forward(family, request, tmp_path, rows_dataset):
+def test_audio_reaches_every_scoring_forward(
+    family, request, tmp_path, rows_dataset, baseline, audio_rows, repeat_rows
+):
     """Scoring the same completion with two different clips changes the log-probs; plain TRL does not see audio."""
     model, processor = request.getfixturevalue(family)
-    trainer = _baseline(model, processor, tmp_path, rows_dataset)
+    trainer = baseline(model, processor, tmp_path, rows_dataset)
     batch = trainer._generate_and_score_completions(repeat_rows(audio_rows(1), 4))
     assert "input_features" in batch and batch["input_features"].shape[0] == 4
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
@@ -100,18 +113,18 @@ def test_audio_reaches_every_scoring_forward(family, request, tmp_path, rows_dat
     assert (plain - lp_a)[m].abs().max() > 1e-4
 
 
-def test_dataset_row_without_audio_is_a_clear_error(qwen2_audio, tmp_path):
+def test_dataset_row_without_audio_is_a_clear_error(qwen2_audio, tmp_path, baseline, audio_rows):
     model, processor = qwen2_audio
     rows = audio_rows(2)
     rows[1]["audio"] = None
-    trainer = _baseline(model, processor, tmp_path, Dataset.from_list(rows))
+    trainer = baseline(model, processor, tmp_path, Dataset.from_list(rows))
     with pytest.raises(ValueError, match="row id=row-1.*no audio"):
         trainer.train()
 
 
-def test_prompt_with_two_clips_is_a_clear_error(qwen2_audio, tmp_path, rows_dataset):
+def test_prompt_with_two_clips_is_a_clear_error(qwen2_audio, tmp_path, rows_dataset, baseline):
     model, processor = qwen2_audio
-    trainer = _baseline(model, processor, tmp_path, rows_dataset)
+    trainer = baseline(model, processor, tmp_path, rows_dataset)
     clip = np.zeros(16000, dtype=np.float32)
     prompt = [
         {
@@ -127,7 +140,9 @@ def test_prompt_with_two_clips_is_a_clear_error(qwen2_audio, tmp_path, rows_data
         trainer._tokenize_prompts([prompt])
 
 
-def test_audio_inputs_are_the_spec_feature_kwargs(qwen2_audio, tmp_path, rows_dataset):
+def test_audio_inputs_are_the_spec_feature_kwargs(
+    qwen2_audio, tmp_path, rows_dataset, grpo_config, rewards, audio_rows, repeat_rows
+):
     """The scoring forwards carry exactly ModalitySpec.audio_feature_kwargs: a processor output the spec does not
     list is refused (it would reach generate() and silently miss every scoring forward); a hand-built generic spec
     without the list gets it from the model's forward signature."""
@@ -137,8 +152,8 @@ def test_audio_inputs_are_the_spec_feature_kwargs(qwen2_audio, tmp_path, rows_da
     narrow = dataclasses.replace(spec, audio_feature_kwargs=("input_features",))
     trainer = AudioGRPOTrainer(
         model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
+        reward_funcs=rewards,
+        args=grpo_config(tmp_path),
         train_dataset=rows_dataset,
         processing_class=processor,
         modality=narrow,
@@ -148,8 +163,8 @@ def test_audio_inputs_are_the_spec_feature_kwargs(qwen2_audio, tmp_path, rows_da
     generic = ModalitySpec.generic(spec.audio_token_id, family="hand_built")
     trainer = AudioGRPOTrainer(
         model=model,
-        reward_funcs=REWARDS,
-        args=_grpo_config(tmp_path),
+        reward_funcs=rewards,
+        args=grpo_config(tmp_path),
         train_dataset=rows_dataset,
         processing_class=processor,
         modality=generic,
@@ -159,7 +174,7 @@ def test_audio_inputs_are_the_spec_feature_kwargs(qwen2_audio, tmp_path, rows_da
     assert sorted(trainer._pending_audio) == ["feature_attention_mask", "input_features"]
 
 
-def test_arrow_stored_prompts_are_normalised(qwen2_audio, tmp_path):
+def test_arrow_stored_prompts_are_normalised(qwen2_audio, tmp_path, baseline, audio_rows):
     """A conversational prompt saved through Arrow gets None keys and list audio; the transform undoes both."""
     model, processor = qwen2_audio
     clip = audio_rows(1)[0]["audio"]
@@ -169,7 +184,7 @@ def test_arrow_stored_prompts_are_normalised(qwen2_audio, tmp_path):
     ds = Dataset.from_list([{"prompt": prompt, "answer": "low", "choices": ["low", "high"]}])
     raw = ds[0]["prompt"][0]["content"]
     assert raw[1]["audio"] is None and raw[0]["text"] is None  # Arrow's struct unification
-    trainer = _baseline(model, processor, tmp_path, ds)
+    trainer = baseline(model, processor, tmp_path, ds)
     row = trainer.train_dataset[0]
     parts = row["prompt"][0]["content"]
     assert all(v is not None for p in parts for v in p.values())

@@ -20,8 +20,6 @@ from mapo.pos_gate import taggers
 from mapo.trainer.cli import build_rewards, parse
 from mapo.trainer.progress import compact
 
-from .test_train_cli import _config, _model_dir, _write_jsonl
-
 
 def _not_found(resource, *a, **k):
     raise LookupError(resource)
@@ -38,25 +36,31 @@ def no_model_load(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return _model_dir(tmp_path_factory.mktemp("model"))
+def model_dir(tmp_path_factory, save_model_dir):
+    return save_model_dir(tmp_path_factory.mktemp("model"))
 
 
-def _train(tmp_path, model_dir, *extra, **yaml_fields):
-    data = _write_jsonl(tmp_path / "data", "tones", 2, 300)
-    cfg = _config(tmp_path, **{"train_files": [str(data)], **yaml_fields})
-    return mapo_main(
-        [
-            "train",
-            "--config",
-            str(cfg),
-            "--model_name_or_path",
-            str(model_dir),
-            "--output_dir",
-            str(tmp_path / "out"),
-            *extra,
-        ]
-    )
+@pytest.fixture
+def run_train(write_jsonl, train_config):
+    """Factory: ``mapo train`` on two tone rows with the tiny config (``yaml_fields`` override it); the exit code."""
+
+    def run(tmp_path, model_dir, *extra, **yaml_fields):
+        data = write_jsonl(tmp_path / "data", "tones", 2, 300)
+        cfg = train_config(tmp_path, **{"train_files": [str(data)], **yaml_fields})
+        return mapo_main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--model_name_or_path",
+                str(model_dir),
+                "--output_dir",
+                str(tmp_path / "out"),
+                *extra,
+            ]
+        )
+
+    return run
 
 
 @pytest.mark.parametrize(
@@ -75,7 +79,7 @@ def _train(tmp_path, model_dir, *extra, **yaml_fields):
     ],
 )
 def test_config_errors_are_one_line_exit_2_before_the_model_loads(
-    fields, message, tmp_path, model_dir, no_model_load, capsys, monkeypatch
+    fields, message, tmp_path, model_dir, no_model_load, capsys, monkeypatch, run_train, train_config
 ):
     monkeypatch.delenv("MAPO_JUDGE_BASE_URL", raising=False)
     # the machine running the test may have tensorboard or the NLTK data: make both absent
@@ -84,10 +88,10 @@ def test_config_errors_are_one_line_exit_2_before_the_model_loads(
     monkeypatch.setattr(nltk.data, "find", _not_found)
     start = time.perf_counter()
     if "train_files" in fields:
-        cfg = _config(tmp_path, **fields)
+        cfg = train_config(tmp_path, **fields)
         code = mapo_main(["train", "--config", str(cfg), "--model_name_or_path", str(model_dir)])
     else:
-        code = _train(tmp_path, model_dir, **fields)
+        code = run_train(tmp_path, model_dir, **fields)
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
@@ -95,19 +99,21 @@ def test_config_errors_are_one_line_exit_2_before_the_model_loads(
     assert time.perf_counter() - start < 60
 
 
-def test_debug_shows_the_traceback(tmp_path, model_dir, no_model_load):
+def test_debug_shows_the_traceback(tmp_path, model_dir, no_model_load, run_train):
     with pytest.raises(ValueError, match="pos_tagger='nltkk'"):
-        _train(tmp_path, model_dir, "--debug", pos_tagger="nltkk")
+        run_train(tmp_path, model_dir, "--debug", pos_tagger="nltkk")
 
 
-def test_bad_training_rows_are_reported_before_the_model_loads(tmp_path, model_dir, no_model_load, capsys):
-    data = _write_jsonl(tmp_path / "data", "tones", 2, 300)
+def test_bad_training_rows_are_reported_before_the_model_loads(
+    tmp_path, model_dir, no_model_load, capsys, write_jsonl, train_config
+):
+    data = write_jsonl(tmp_path / "data", "tones", 2, 300)
     lines = data.read_text().splitlines()
     broken = json.loads(lines[1])
     broken["answer"] = "medium"
     missing = dict(json.loads(lines[0]), audio="clips/nowhere.wav", id="tones-x")
     data.write_text("\n".join([lines[0], json.dumps(broken), json.dumps(missing)]) + "\n")
-    cfg = _config(tmp_path, train_files=[str(data)])
+    cfg = train_config(tmp_path, train_files=[str(data)])
     code = mapo_main(
         [
             "train",
@@ -126,11 +132,11 @@ def test_bad_training_rows_are_reported_before_the_model_loads(tmp_path, model_d
     assert f"{data}:3: id=tones-x: audio " in err and "file not found" in err
 
 
-def test_judge_settings_come_from_the_documented_environment_variables(monkeypatch, tmp_path):
+def test_judge_settings_come_from_the_documented_environment_variables(monkeypatch, tmp_path, train_config):
     monkeypatch.setenv("MAPO_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("MAPO_JUDGE_MODEL", "judge-from-env")
     monkeypatch.setenv("MAPO_JUDGE_TIMEOUT", "7")
-    cfg = _config(tmp_path, rewards=["accuracy", "format", "consistency"])
+    cfg = train_config(tmp_path, rewards=["accuracy", "format", "consistency"])
     script, _, _ = parse(
         ["--config", str(cfg), "--model_name_or_path", "m", "--output_dir", str(tmp_path / "o")]
     )
@@ -189,14 +195,14 @@ class _YesJudge:
 
 @pytest.mark.slow
 def test_env_judge_run_then_resume_past_a_half_written_checkpoint(
-    tmp_path, model_dir, monkeypatch, caplog, capsys
+    tmp_path, model_dir, monkeypatch, caplog, capsys, run_train
 ):
     judge = _YesJudge()
     monkeypatch.setenv("MAPO_JUDGE_BASE_URL", judge.url)
     fields = dict(rewards=["accuracy", "format", "consistency"], save_strategy="steps", save_steps=1)
     try:
         with caplog.at_level(logging.INFO, logger="mapo"):
-            assert _train(tmp_path, model_dir, **fields) == 0
+            assert run_train(tmp_path, model_dir, **fields) == 0
         out = tmp_path / "out"
         assert "audio canary: audio/influence = " in caplog.text
         assert f"saved to {out}" in caplog.text
@@ -213,7 +219,7 @@ def test_env_judge_run_then_resume_past_a_half_written_checkpoint(
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mapo"):
             assert (
-                _train(
+                run_train(
                     tmp_path, model_dir, "--resume_from_checkpoint", "latest", "--max_steps", "3", **fields
                 )
                 == 0
@@ -223,7 +229,7 @@ def test_env_judge_run_then_resume_past_a_half_written_checkpoint(
         assert "training done: 3 steps" in caplog.text
 
         # a new run into the same folder is refused
-        code = _train(tmp_path, model_dir, **fields)
+        code = run_train(tmp_path, model_dir, **fields)
         err = capsys.readouterr().err
         assert code == 2 and "already holds a run" in err and "--overwrite_output_dir" in err
     finally:

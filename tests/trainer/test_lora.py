@@ -21,8 +21,6 @@ from mapo.trainer.lora import (
     with_expert_rank,
 )
 
-from .conftest import VARIED_REWARDS, tiny_config
-
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 SHIPPED_LORA = {
     "qwen2_audio_7b_instruct_lora.yaml": "qwen2_audio_7b",
@@ -119,12 +117,12 @@ def test_moe_lora_with_dense_targets_is_refused_with_the_fix():
     assert "lora_dropout: 0.0" in msg
 
 
-def test_moe_lora_on_attention_only_is_refused_through_the_trainer(tmp_path):
+def test_moe_lora_on_attention_only_is_refused_through_the_trainer(tmp_path, varied_rewards, tiny_config):
     tiny = tiny_qwen3_omni_thinker()
     with pytest.raises(ValueError, match="would get no adapter. Add lora_target_parameters"):
         MAPOTrainer(
             model=tiny.model,
-            reward_funcs=VARIED_REWARDS,
+            reward_funcs=varied_rewards,
             args=tiny_config(tmp_path),
             processing_class=tiny_qwen3_omni_processor(),
             peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
@@ -172,10 +170,8 @@ def _inputs(tiny, processor):
 
 
 @pytest.fixture(scope="module")
-def trained_moe(tmp_path_factory):
+def trained_moe(tmp_path_factory, varied_rewards, tiny_config, audio_rows):
     from datasets import Dataset
-
-    from .conftest import audio_rows
 
     tiny = tiny_qwen3_omni_thinker()
     processor = tiny_qwen3_omni_processor()
@@ -183,7 +179,7 @@ def trained_moe(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("moe")
     trainer = MAPOTrainer(
         model=tiny.model,
-        reward_funcs=VARIED_REWARDS,
+        reward_funcs=varied_rewards,
         args=tiny_config(tmp, max_steps=1),
         train_dataset=Dataset.from_list(audio_rows(1)),
         processing_class=processor,

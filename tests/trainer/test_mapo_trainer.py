@@ -16,8 +16,6 @@ from mapo.rewards import accuracy_reward
 from mapo.trainer import AudioGRPOTrainer, MAPOConfig, MAPOTrainer
 from mapo.trainer.mapo_trainer import ATTN_COEF_KEY, DELTA_H_KEY, SEQ_ADVANTAGES_KEY
 
-from .conftest import REWARDS, audio_rows, repeat_rows, sharpen, tiny_config
-
 MAPO_METRICS = [
     "mapo/text_ref_entropy",
     "mapo/policy_entropy",
@@ -36,17 +34,23 @@ MAPO_METRICS = [
 ]
 
 
-def _trainer(cls, model, processor, dataset, args):
-    return cls(
-        model=model, reward_funcs=REWARDS, args=args, train_dataset=dataset, processing_class=processor
-    )
+@pytest.fixture
+def make_trainer(rewards):
+    """Factory: a trainer of class ``cls`` with the accuracy and format rewards."""
+
+    def make(cls, model, processor, dataset, args):
+        return cls(
+            model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=processor
+        )
+
+    return make
 
 
 @pytest.mark.parametrize("family", ["qwen2_audio", "qwen25_omni"])
-def test_two_mapo_steps_log_every_metric(family, request, tmp_path, rows_dataset):
+def test_two_mapo_steps_log_every_metric(family, request, tmp_path, rows_dataset, make_trainer, tiny_config):
     model, processor = request.getfixturevalue(family)
     args = tiny_config(tmp_path, beta=0.01, gradient_checkpointing=True)
-    trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
+    trainer = make_trainer(MAPOTrainer, model, processor, rows_dataset, args)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2
@@ -57,31 +61,43 @@ def test_two_mapo_steps_log_every_metric(family, request, tmp_path, rows_dataset
         assert h["mapo/attn_loss"] > 0 and np.isfinite(h["loss"])
 
 
-def test_eta_zero_mask_only_runs_without_attention_branch(qwen2_audio, tmp_path, rows_dataset):
+def test_eta_zero_mask_only_runs_without_attention_branch(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, tiny_config
+):
     model, processor = qwen2_audio
-    trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, eta=0.0))
+    trainer = make_trainer(MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, eta=0.0))
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and "mapo/omega_max" in logs[0]
     assert "mapo/attn_loss" not in logs[0] and "mapo/pos_gate_on_frac" not in logs[0]
 
 
-def _batch(trainer, seed=0):
-    torch.manual_seed(seed)
-    return trainer._generate_and_score_completions(repeat_rows(audio_rows(1), 4))
+@pytest.fixture
+def make_batch(audio_rows, repeat_rows):
+    """Factory: one generation batch of ``trainer`` (one prompt, G = 4) after seeding torch with ``seed``."""
+
+    def make(trainer, seed=0):
+        torch.manual_seed(seed)
+        return trainer._generate_and_score_completions(repeat_rows(audio_rows(1), 4))
+
+    return make
 
 
-def test_mask_off_eta_zero_is_exactly_audio_grpo(qwen2_audio, tmp_path, rows_dataset):
+def test_mask_off_eta_zero_is_exactly_audio_grpo(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, make_batch, tiny_config
+):
     model, processor = qwen2_audio
-    grpo = _trainer(AudioGRPOTrainer, copy.deepcopy(model), processor, rows_dataset, tiny_config(tmp_path))
-    mapo = _trainer(
+    grpo = make_trainer(
+        AudioGRPOTrainer, copy.deepcopy(model), processor, rows_dataset, tiny_config(tmp_path)
+    )
+    mapo = make_trainer(
         MAPOTrainer,
         copy.deepcopy(model),
         processor,
         rows_dataset,
         tiny_config(tmp_path, eta=0.0, use_relevance_mask=False),
     )
-    batch_g, batch_m = _batch(grpo), _batch(mapo)
+    batch_g, batch_m = make_batch(grpo), make_batch(mapo)
     torch.testing.assert_close(batch_g["completion_ids"], batch_m["completion_ids"], rtol=0, atol=0)
     torch.testing.assert_close(batch_g["advantages"], batch_m["advantages"], rtol=0, atol=0)
     assert (
@@ -90,10 +106,12 @@ def test_mask_off_eta_zero_is_exactly_audio_grpo(qwen2_audio, tmp_path, rows_dat
     )
 
 
-def test_all_ones_weights_folded_into_advantages_reproduce_trl_grpo(qwen2_audio, tmp_path, rows_dataset):
+def test_all_ones_weights_folded_into_advantages_reproduce_trl_grpo(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, make_batch, tiny_config
+):
     model, processor = qwen2_audio
-    trainer = _trainer(AudioGRPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path))
-    batch = _batch(trainer)
+    trainer = make_trainer(AudioGRPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path))
+    batch = make_batch(trainer)
     batch["advantages"] = torch.tensor([1.5, -0.5, 0.25, -1.25])  # non-trivial advantages
     mask = batch["completion_mask"].float()
     folded = dict(batch, advantages=objective.fold_weights_into_advantages(batch["advantages"], mask, mask))
@@ -116,13 +134,15 @@ def _independent_entropies(model, batch, spec, pad_id, temperature, with_audio):
     return completion_logps_and_entropies(model, ids, mask, c, temperature=temperature)
 
 
-def test_policy_loss_is_eq2_with_omega_from_independent_delta_h(qwen2_audio, tmp_path, rows_dataset):
+def test_policy_loss_is_eq2_with_omega_from_independent_delta_h(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, make_batch, tiny_config, sharpen
+):
     model, processor = qwen2_audio
     sharpen(model)
     initial = copy.deepcopy(model)
     args = tiny_config(tmp_path, eta=0.0, tau_base=0.2)  # a small τ makes ω̃ far from uniform on tiny models
-    trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
-    batch = _batch(trainer)
+    trainer = make_trainer(MAPOTrainer, model, processor, rows_dataset, args)
+    batch = make_batch(trainer)
     mask = batch["completion_mask"].float()
     pad = processor.tokenizer.pad_token_id
     with torch.no_grad():
@@ -139,12 +159,14 @@ def test_policy_loss_is_eq2_with_omega_from_independent_delta_h(qwen2_audio, tmp
     assert abs(loss.item() - expected.item()) <= 1e-5
 
 
-def test_attention_term_equals_eq4_with_naive_attention_mass(qwen2_audio, tmp_path, rows_dataset):
+def test_attention_term_equals_eq4_with_naive_attention_mass(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, make_batch, tiny_config, sharpen
+):
     model, processor = qwen2_audio
     sharpen(model)
     args = tiny_config(tmp_path, eta=0.5, target_layers=[0, 1])
-    trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
-    batch = _batch(trainer)
+    trainer = make_trainer(MAPOTrainer, model, processor, rows_dataset, args)
+    batch = make_batch(trainer)
     mask = batch["completion_mask"].float()
     loss_with = trainer._compute_loss(trainer.model, batch)
     trainer.args.eta = 0.0
@@ -190,11 +212,13 @@ def test_attention_term_equals_eq4_with_naive_attention_mass(qwen2_audio, tmp_pa
     assert abs((loss_with - loss_without).item() - expected.item()) <= 1e-5
 
 
-def test_attention_loss_gradient_reaches_query_key_projections(qwen2_audio, tmp_path, rows_dataset):
+def test_attention_loss_gradient_reaches_query_key_projections(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, make_batch, tiny_config
+):
     model, processor = qwen2_audio
     args = tiny_config(tmp_path, eta=1.0, attention_only=True, target_layers=[1])
-    trainer = _trainer(MAPOTrainer, model, processor, rows_dataset, args)
-    batch = _batch(trainer)
+    trainer = make_trainer(MAPOTrainer, model, processor, rows_dataset, args)
+    batch = make_batch(trainer)
     model.zero_grad()
     trainer._compute_loss(trainer.model, batch).backward()
     layer = model.model.language_model.layers[1].self_attn
@@ -203,7 +227,9 @@ def test_attention_loss_gradient_reaches_query_key_projections(qwen2_audio, tmp_
     assert layer.v_proj.weight.grad is None or layer.v_proj.weight.grad.abs().sum() == 0
 
 
-def test_lora_uses_adapters_disabled_as_text_reference(qwen2_audio, tmp_path, rows_dataset):
+def test_lora_uses_adapters_disabled_as_text_reference(
+    qwen2_audio, tmp_path, rows_dataset, rewards, tiny_config
+):
     from peft import LoraConfig
 
     model, processor = qwen2_audio
@@ -214,7 +240,7 @@ def test_lora_uses_adapters_disabled_as_text_reference(qwen2_audio, tmp_path, ro
     args = tiny_config(tmp_path, beta=0.01)
     trainer = MAPOTrainer(
         model=model,
-        reward_funcs=REWARDS,
+        reward_funcs=rewards,
         args=args,
         train_dataset=rows_dataset,
         processing_class=processor,
@@ -234,15 +260,17 @@ def test_lora_uses_adapters_disabled_as_text_reference(qwen2_audio, tmp_path, ro
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_reentrant_checkpointing_with_attention_branch_is_refused(qwen2_audio, tmp_path, rows_dataset):
+def test_reentrant_checkpointing_with_attention_branch_is_refused(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, tiny_config
+):
     model, processor = qwen2_audio
     args = tiny_config(
         tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True}
     )
     with pytest.raises(ValueError, match="reentrant"):
-        _trainer(MAPOTrainer, model, processor, rows_dataset, args)
+        make_trainer(MAPOTrainer, model, processor, rows_dataset, args)
     # the mask-only ablation does not need the attention graph
-    _trainer(
+    make_trainer(
         MAPOTrainer,
         model,
         processor,
@@ -256,22 +284,26 @@ def test_reentrant_checkpointing_with_attention_branch_is_refused(qwen2_audio, t
     )
 
 
-def test_unknown_failure_gate_reward_is_refused(qwen2_audio, tmp_path, rows_dataset):
+def test_unknown_failure_gate_reward_is_refused(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, tiny_config
+):
     model, processor = qwen2_audio
     with pytest.raises(ValueError, match="accuracy_reward_name='acc'.*accuracy_reward"):
-        _trainer(
+        make_trainer(
             MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, accuracy_reward_name="acc")
         )
 
 
-def test_text_reference_with_another_vocabulary_is_refused(qwen2_audio, tmp_path, rows_dataset):
+def test_text_reference_with_another_vocabulary_is_refused(
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, tiny_config
+):
     from mapo.testing import tiny_qwen2_audio
 
     model, processor = qwen2_audio
     other = tiny_qwen2_audio(vocab_size=512, tokenizer=processor.tokenizer)
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="vocabulary size 512"):
-        _trainer(
+        make_trainer(
             MAPOTrainer,
             model,
             processor,
@@ -294,22 +326,24 @@ def test_text_reference_with_another_vocabulary_is_refused(qwen2_audio, tmp_path
         ({"vllm_drift_tolerance": 0.0}, "vllm_drift_tolerance must be > 0"),
     ],
 )
-def test_config_validation(tmp_path, overrides, message):
+def test_config_validation(tmp_path, overrides, message, tiny_config):
     with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, **overrides)
 
 
 def test_target_layers_beyond_the_decoder_are_refused_when_the_trainer_is_built(
-    qwen2_audio, tmp_path, rows_dataset
+    qwen2_audio, tmp_path, rows_dataset, make_trainer, tiny_config
 ):
     """The config cannot know the model's depth; the trainer checks it in __init__, not at the first loss."""
     model, processor = qwen2_audio
     depth = len(model.model.language_model.layers)
     with pytest.raises(ValueError, match=rf"distinct layer indices in \[0, {depth}\).*got \[1, {depth}\]"):
-        _trainer(MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, target_layers=[1, depth]))
+        make_trainer(
+            MAPOTrainer, model, processor, rows_dataset, tiny_config(tmp_path, target_layers=[1, depth])
+        )
 
 
-def test_non_grpo_loss_is_allowed_when_asked(tmp_path):
+def test_non_grpo_loss_is_allowed_when_asked(tmp_path, tiny_config):
     assert tiny_config(tmp_path, loss_type="dapo", allow_non_grpo_loss=True).loss_type == "dapo"
 
 

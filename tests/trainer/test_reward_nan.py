@@ -10,15 +10,7 @@ from datasets import Dataset
 
 from mapo.trainer import MAPOTrainer
 
-from .conftest import audio_rows, parity_reward, repeat_rows, tiny_config
-
 SEEN: list[list] = []
-
-
-def recorded_parity(completions, **kwargs):
-    """parity_reward, recording the completions it scored (for the independent computation)."""
-    SEEN.append(list(completions))
-    return parity_reward(completions)
 
 
 def flaky_reward(completions, **kwargs):
@@ -29,25 +21,39 @@ def flaky_reward(completions, **kwargs):
 flaky_reward.last_failure = "HTTP 503 from the test judge"
 
 
-def _trainer(qwen2_audio, tmp_path, policy):
-    model, processor = qwen2_audio
-    args = tiny_config(
-        tmp_path, eta=0.0, use_relevance_mask=False, reward_nan_policy=policy, audio_canary=False
-    )
-    args.reward_weights = [1.0, 2.0]
-    trainer = MAPOTrainer(
-        model=model,
-        reward_funcs=[recorded_parity, flaky_reward],
-        args=args,
-        processing_class=processor,
-        train_dataset=Dataset.from_list(audio_rows(2)),
-    )
-    model.train()
-    return trainer
+@pytest.fixture
+def make_trainer(tiny_config, audio_rows, parity_reward):
+    """Factory: a MAPOTrainer with ``reward_nan_policy=policy`` on two rewards, the recorded parity and the flaky
+    judge (weights 1 and 2)."""
+
+    def recorded_parity(completions, **kwargs):
+        """parity_reward, recording the completions it scored (for the independent computation)."""
+        SEEN.append(list(completions))
+        return parity_reward(completions)
+
+    def make(qwen2_audio, tmp_path, policy):
+        model, processor = qwen2_audio
+        args = tiny_config(
+            tmp_path, eta=0.0, use_relevance_mask=False, reward_nan_policy=policy, audio_canary=False
+        )
+        args.reward_weights = [1.0, 2.0]
+        trainer = MAPOTrainer(
+            model=model,
+            reward_funcs=[recorded_parity, flaky_reward],
+            args=args,
+            processing_class=processor,
+            train_dataset=Dataset.from_list(audio_rows(2)),
+        )
+        model.train()
+        return trainer
+
+    return make
 
 
-def test_impute_policy_in_the_trainer(qwen2_audio, tmp_path, caplog):
-    trainer = _trainer(qwen2_audio, tmp_path, "impute")
+def test_impute_policy_in_the_trainer(
+    qwen2_audio, tmp_path, caplog, make_trainer, parity_reward, audio_rows, repeat_rows
+):
+    trainer = make_trainer(qwen2_audio, tmp_path, "impute")
     SEEN.clear()
     with caplog.at_level(logging.WARNING, logger="mapo.trainer.missing_rewards"):
         out = trainer._generate_and_score_completions(repeat_rows(audio_rows(2), 4))
@@ -66,13 +72,17 @@ def test_impute_policy_in_the_trainer(qwen2_audio, tmp_path, caplog):
     assert out["advantages"].tolist() == pytest.approx(expected.view(-1).tolist(), abs=1e-5)
 
 
-def test_error_policy_stops_with_the_function_name(qwen2_audio, tmp_path):
-    trainer = _trainer(qwen2_audio, tmp_path, "error")
+def test_error_policy_stops_with_the_function_name(
+    qwen2_audio, tmp_path, make_trainer, audio_rows, repeat_rows
+):
+    trainer = make_trainer(qwen2_audio, tmp_path, "error")
     with pytest.raises(RuntimeError, match=r"flaky_reward: 4/8"):
         trainer._generate_and_score_completions(repeat_rows(audio_rows(2), 4))
 
 
-def test_an_unconfigured_judge_is_refused_at_construction(qwen2_audio, tmp_path, monkeypatch):
+def test_an_unconfigured_judge_is_refused_at_construction(
+    qwen2_audio, tmp_path, monkeypatch, tiny_config, audio_rows
+):
     from mapo.rewards import ConsistencyJudge, accuracy_reward
 
     monkeypatch.delenv("MAPO_JUDGE_BASE_URL", raising=False)

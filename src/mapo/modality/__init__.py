@@ -3,9 +3,9 @@
 Modules, one job each (import the names from ``mapo.modality``):
 
 * ``spec``: :class:`ModalitySpec`, the fact sheet of one model family (token ids, decoder location, audio feature
-  kwargs, processor limits), :func:`resolve_modality`, and the tensors MAPO derives from it: the audio key set
-  S_audio (:func:`audio_key_mask`), the text-only prompt x_text (:func:`text_only_prompt`), prompt + completion
-  layouts;
+  kwargs, processor limits), and :func:`resolve_modality`;
+* ``layout``: the tensors MAPO derives from a spec: the audio key set S_audio (:func:`audio_key_mask`), the
+  text-only prompt x_text (:func:`text_only_prompt`), prompt + completion layouts;
 * ``decoder``: where a model's language-model decoder lives and how to switch only its attention implementation;
 * ``token_stats``: per-token log-probabilities and entropies of a completion (Δh's inputs), in fp32 chunks;
 * ``loading``: :func:`load_policy_model`, the class MAPO trains for a checkpoint (the thinker of an Omni model).
@@ -14,18 +14,20 @@ Layer: transformers and torch only; never TRL, so ``mapo eval`` and ``mapo diagn
 """
 
 from .decoder import DecoderHandle, decoder_at, locate_decoder, unwrap_model
-from .loading import load_policy_model
-from .spec import (
-    KNOWN_AUDIO_FEATURE_KWARGS,
+from .layout import (
     TEXT_ONLY_MODES,
     Concatenated,
-    ModalitySpec,
     audio_key_mask,
     completion_query_mask,
     concat_prompt_completion,
+    text_only_prompt,
+)
+from .loading import load_policy_model
+from .spec import (
+    KNOWN_AUDIO_FEATURE_KWARGS,
+    ModalitySpec,
     resolve_decoder,
     resolve_modality,
-    text_only_prompt,
     with_feature_kwargs,
     with_markers,
 )

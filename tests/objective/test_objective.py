@@ -23,7 +23,7 @@ from mapo.objective import worked_example
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 F64 = torch.float64
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------------------------------------------
