@@ -101,10 +101,18 @@ def _lr_lambda(total: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
-def _set_trainable(model: torch.nn.Module, modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+def _set_trainable(
+    model: torch.nn.Module, modules: list[torch.nn.Module], frozen: set[int]
+) -> list[torch.nn.Parameter]:
+    """Train ``modules`` only; parameters the architecture itself freezes (``frozen``, by ``id``) stay frozen.
+
+    Qwen2-Audio's encoder freezes its sinusoidal position table (``embed_positions``); unfreezing it here would also
+    leave the warmed-up model with a different trainable set than the same weights loaded from the cache, and the RL
+    arms (whose optimiser takes the trainable parameters) would then differ between a first and a second run.
+    """
     for p in model.parameters():
         p.requires_grad_(False)
-    params = [p for m in modules for p in m.parameters()]
+    params = [p for m in modules for p in m.parameters() if id(p) not in frozen]
     for p in params:
         p.requires_grad_(True)
     return params
@@ -184,7 +192,8 @@ def warm_up(
         on_step: called as ``on_step(stage, steps_done)`` after every optimiser step (model in eval mode), e.g.
             to evaluate along the way.
 
-    Returns a :class:`WarmupReport`; the model is left in eval mode with every parameter trainable.
+    Returns a :class:`WarmupReport`; the model is left in eval mode with the trainable set it came with
+    (the parameters the architecture freezes, such as the encoder's position table, are never trained).
     """
     if isinstance(budget, str):
         if budget not in BUDGETS:
@@ -196,6 +205,8 @@ def warm_up(
             f"task: the audio stages need at least batch_size={budget.batch_size} training rows, "
             f"got {len(task.train)} (make_task(n_train=...))"
         )
+    # restored at the end: the warmed-up model has the trainable set of a fresh build (= of a cache load)
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 17])
     enc = Encoder(processor)
@@ -238,7 +249,7 @@ def warm_up(
             target = notes[ix][:, segments]
             return torch.nn.functional.cross_entropy(head(hidden).flatten(0, 1), target.flatten())
 
-        params = _set_trainable(model, [inner.audio_tower]) + list(head.parameters())
+        params = _set_trainable(model, [inner.audio_tower], frozen) + list(head.parameters())
         _run_stage(
             "encoder", model, params, budget.encoder_steps, budget.encoder_lr, loss_fn=encoder_loss, **run
         )
@@ -254,7 +265,7 @@ def warm_up(
         batch = enc.batch([text_prompt] * bs, enc.completion_ids(texts))
         return completion_nll(model(**batch.model_inputs()).logits, batch)
 
-    params = _set_trainable(model, [inner.language_model, model.lm_head])
+    params = _set_trainable(model, [inner.language_model, model.lm_head], frozen)
     _run_stage("text", model, params, budget.text_steps, budget.text_lr, loss_fn=text_loss, **run)
 
     def audio_loss(_: int) -> torch.Tensor:
@@ -262,13 +273,13 @@ def warm_up(
         return completion_nll(model(**batch.model_inputs()).logits, batch)
 
     # (b) alignment: encoder + projector, language model frozen
-    params = _set_trainable(model, [inner.audio_tower, inner.multi_modal_projector])
+    params = _set_trainable(model, [inner.audio_tower, inner.multi_modal_projector], frozen)
     _run_stage("align", model, params, budget.align_steps, budget.align_lr, loss_fn=audio_loss, **run)
     # (c) short full SFT
-    params = _set_trainable(model, [model])
+    params = _set_trainable(model, [model], frozen)
     _run_stage("sft", model, params, budget.sft_steps, budget.sft_lr, loss_fn=audio_loss, **run)
 
     for p in model.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(id(p) not in frozen)
     model.eval()
     return report
