@@ -21,6 +21,12 @@ Nothing is downloaded: every model is random-weight, built from the real archite
    ≤ 3e-2, the two attention implementations round differently; fp32: ≤ 1e-4).
 4. ``vllm_rollout``: if vLLM is installed and ``benchmarks/rollout_throughput.py`` exists, that script is run with
    ``--device`` (and ``--tiny``) and must exit 0; its last output line is shown. Otherwise a SKIP line.
+5. ``vllm_moe_sync`` (two lines): a Qwen3-Omni MoE thinker (2-layer real-width slice, bf16; ``--tiny``: the tiny
+   thinker) with the expert LoRA of ``configs/qwen3_omni_30b_a3b_thinking_phase1_lora.yaml`` through
+   ``AudioGRPOTrainer`` with colocate vLLM. ``vllm_moe_rollout``: engine, audio rollouts, vLLM vs policy log-probs
+   of a fixed completion at the initial weights, sync payload = the loaded checkpoint's names and shapes (runs on
+   CPU in ``.venv-vllm``). ``vllm_moe_sync``: one step, ``sync_weights()``, the same comparison (CUDA only: vLLM's
+   CPU engine cannot reload MoE experts, SKIP). See :func:`check_vllm_moe_sync` and docs/vllm.md.
 
 With ``--tiny`` the models are the tiny test models and timings are smoke figures (ratios printed, not judged);
 the mass check is judged at fp32 tolerance. This machine's CI has no GPU: the CUDA paths follow the library sources
