@@ -41,6 +41,7 @@ import gc
 import importlib.util
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -472,14 +473,23 @@ def check_vllm_moe_sync(opts) -> None:
         report(sync_name, "not run: the engine or rollouts failed", "FAIL")
         _release(trainer)
         return
+    # The engine's expert weights can be compared with the payload only where the MoE kernel keeps the checkpoint
+    # layout (CUDA's Triton path); vLLM's CPU kernels prepack them (cpu_prepack_moe_weight, same shape).
+    comparable = rollout["experts_diff"] == 0
+    weights = (
+        f"vLLM's expert weights = the sync payload's (max abs diff 0 over {rollout['experts_compared']} expert "
+        f"tensors, {rollout['layout']})"
+        if comparable
+        else "vLLM's expert weights are prepacked by its MoE kernel (not comparable with the payload: log-probs only)"
+    )
     report(
         rollout_name,
         f"engine built, {rollout['rollouts']} audio rollouts ({rollout['tokens']} tokens); initial weights: max abs "
-        f"log-prob diff vLLM vs policy {rollout['err']:.2e} over {rollout['n']} completion tokens; the experts "
-        f"move them by {rollout['expert_effect']:.2e}; sync payload {rollout['sent']} tensors "
-        f"({rollout['sent_experts']} per-expert) = the loaded checkpoint's names and shapes",
-        "PASS" if rollout["err"] <= tol < rollout["expert_effect"] else "FAIL",
-        f"tolerance {tol:g}; the experts' effect must exceed it",
+        f"log-prob diff vLLM vs policy {rollout['err']:.2e} over {rollout['n']} completion tokens (the experts move "
+        f"them by {rollout['expert_effect']:.2e}); {weights}; payload {rollout['sent']} tensors = the loaded "
+        "checkpoint's names and shapes",
+        "PASS" if rollout["err"] <= tol else "FAIL",
+        f"tolerance {tol:g}",
     )
     if device.type == "cpu":
         report(sync_name, "not run on CPU", "SKIP", CPU_EXPERT_RELOAD)
@@ -491,16 +501,31 @@ def check_vllm_moe_sync(opts) -> None:
         report(sync_name, f"error {type(exc).__name__}: {exc}", "FAIL")
         _release(trainer)
         return
-    ok = res["err"] <= tol and res["expert_effect"] > tol
+    ok, rule = _sync_verdict(res, tol, comparable)
+    weights = (
+        f"vLLM's expert weights vs the trained payload: max abs diff {res['experts_before']:.1e} before the sync, "
+        f"{res['experts_after']:.1e} after ({res['experts_compared']} expert tensors, {res['layout']})"
+        if comparable
+        else "vLLM's expert weights prepacked (log-probs only)"
+    )
     report(
         sync_name,
-        f"max abs log-prob diff vLLM vs policy {res['err']:.2e} after sync (stale engine {res['stale']:.2e}); "
-        f"expert adapters move the policy by {res['expert_effect']:.2e} ({res['expert_stacks']} expert stacks); "
-        f"sync {res['sync_seconds']:.1f} s, drift check {res['drift']:.2e}",
+        f"{weights}; max abs log-prob diff vLLM vs policy {res['err']:.2e} after sync (stale engine "
+        f"{res['stale']:.2e}; the expert adapters move the policy by {res['expert_effect']:.2e}); sync "
+        f"{res['sync_seconds']:.1f} s, drift check {res['drift']:.2e}",
         "PASS" if ok else "FAIL",
-        f"tolerance {tol:g}; the expert effect must exceed it",
+        f"tolerance {tol:g}; {rule}",
     )
     _release(trainer)
+
+
+def _sync_verdict(res: dict, tol: float, comparable: bool) -> tuple[bool, str]:
+    """PASS or FAIL of ``vllm_moe_sync`` from :func:`_moe_sync_parity`'s figures, and the rule applied."""
+    if comparable:  # exact: the sync wrote the trained experts, which the step had changed
+        ok = res["err"] <= tol and res["experts_after"] == 0 < res["experts_before"]
+        return ok, "expert weights exact after the sync and changed by the step"
+    # log-probs only: a stale expert sync must be visible beyond the tolerance
+    return res["err"] <= tol < res["expert_effect"], "the expert adapters' effect must exceed it"
 
 
 def _moe_trainer(opts, tol: float):
@@ -629,7 +654,11 @@ def _moe_rollout_parity(trainer, processor) -> dict:
     if not stacks:
         raise RuntimeError("the policy has no fused expert parameters (mlp.experts.*)")
     sent, experts = _payload_matches_checkpoint(engine)
+    weights_diff, compared, layout = _engine_expert_diff(engine)
     return {
+        "experts_diff": weights_diff,
+        "experts_compared": compared,
+        "layout": layout,
         "sent": sent,
         "sent_experts": experts,
         "rollouts": len(completion_ids),
@@ -658,14 +687,58 @@ def _payload_matches_checkpoint(engine) -> tuple[int, int]:
     return len(payload), sum(".mlp.experts." in name for name in payload)
 
 
+def _vllm_expert_params(worker) -> dict[str, torch.Tensor]:
+    """(Run in vLLM's worker by ``collective_rpc``.) The fused MoE weights of the running engine's model:
+    ``...layers.L.mlp.experts...w13_weight`` [E, 2I, H] (gate | up) and ``...w2_weight`` [E, H, I]."""
+    runner = worker.model_runner
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+    return {n: p.detach() for n, p in model.named_parameters() if n.endswith(("w13_weight", "w2_weight"))}
+
+
+def _engine_expert_diff(engine) -> tuple[float, int, str]:
+    """Max abs difference between the engine's fused expert weights and the sync payload's per-expert tensors
+    (what ``sync_weights`` sends now), the number of expert tensors compared, and a layout note.
+
+    Read in place through ``collective_rpc`` (colocate: the engine is in this process). ``w13_weight[E]`` is
+    compared with ``cat(gate_proj, up_proj)`` of expert E, or ``cat(up, gate)`` when the kernel stores them swapped;
+    a shape other than the checkpoint layout raises ``ValueError``.
+    """
+    payload = {n: t for n, t in engine._iter_named_params() if ".mlp.experts." in n}
+    params = engine.llm.collective_rpc(_vllm_expert_params)[0]
+    if not params:
+        raise ValueError("the engine's model has no w13_weight / w2_weight (another MoE layout)")
+    worst, compared, swapped = 0.0, 0, False
+    for name, param in sorted(params.items()):
+        layer = re.search(r"layers\.(\d+)\.", name).group(1)
+        for e in range(param.shape[0]):
+            key = f"thinker.model.layers.{layer}.mlp.experts.{e}.{{}}_proj.weight"
+            got = param[e].float()
+            if name.endswith("w13_weight"):
+                gate, up = payload[key.format("gate")], payload[key.format("up")]
+                wants = [torch.cat([gate, up]), torch.cat([up, gate])]
+            else:
+                wants = [payload[key.format("down")]]
+            if tuple(got.shape) != tuple(wants[0].shape):
+                raise ValueError(
+                    f"{name}[{e}] is {tuple(got.shape)}, the checkpoint layout {tuple(wants[0].shape)}"
+                )
+            diffs = [(got - w.to(got.device).float()).abs().max().item() for w in wants]
+            swapped |= len(diffs) == 2 and diffs[1] < diffs[0]
+            worst = max(worst, min(diffs))
+            compared += 2 if name.endswith("w13_weight") else 1
+    return worst, compared, "gate/up stored swapped" if swapped else "checkpoint layout"
+
+
 def _moe_sync_parity(trainer, processor) -> dict:
     """One training step, then a sync and the fixed completion's log-probs (vLLM vs policy)."""
     trainer.train()
     engine = trainer.vllm_generation
     drift = [h["vllm/sync_logp_drift"] for h in trainer.state.log_history if "vllm/sync_logp_drift" in h]
     stale, want = _moe_scores(trainer, processor)  # vLLM still holds the weights of before the step
+    before = _engine_expert_diff(engine)[0]
     engine.sync_weights()
     got, want = _moe_scores(trainer, processor)
+    after, compared, layout = _engine_expert_diff(engine)
     model = trainer.accelerator.unwrap_model(trainer.model)
     clip, inputs, completion = _moe_fixed_case(trainer, processor)
     from mapo.trainer.rollout.parity import policy_completion_logps
@@ -673,6 +746,10 @@ def _moe_sync_parity(trainer, processor) -> dict:
     with _zeroed(model, _expert_update) as stacks:
         without = policy_completion_logps(model, inputs, completion)
     return {
+        "experts_before": before,
+        "experts_after": after,
+        "experts_compared": compared,
+        "layout": layout,
         "err": (got - want).abs().max().item(),
         "stale": (stale - want).abs().max().item(),
         "expert_effect": (want - without).abs().max().item(),
