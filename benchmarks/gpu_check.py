@@ -430,11 +430,14 @@ def check_vllm_moe_sync(opts) -> None:
     log-probs of a fixed completion after an audio prompt against the policy's at the initial weights
     (:mod:`mapo.trainer.rollout.parity`). The engine loaded the per-expert checkpoint tensors the sync sends
     (``to_vllm_names``) through the same ``load_weights`` the sync's ``reload_weights`` calls, so this line also
-    checks the expert names and shapes, on CPU too.
+    checks the expert names and shapes, on CPU too. vLLM's fused expert weights, read in the engine
+    (``collective_rpc``), are compared with the payload; they match exactly where the MoE kernel keeps the
+    checkpoint layout (CUDA's Triton path), while the CPU kernel prepacks them (then log-probs only).
 
     Line ``vllm_moe_sync`` (CUDA only, see :data:`CPU_EXPERT_RELOAD`): one training step (its generation follows
-    a sync and the drift check), then ``sync_weights()`` and the same comparison with the trained adapters; the
-    expert adapters' own effect on the policy's log-probs must exceed the tolerance, so stale experts would fail.
+    a sync and the drift check), then ``sync_weights()`` and the same comparison with the trained adapters; with
+    comparable weights vLLM's experts must differ from the trained payload before the sync and equal it after,
+    otherwise the expert adapters' own effect on the log-probs must exceed the tolerance (:func:`_sync_verdict`).
 
     What the sync sends and what vLLM 0.30 accepts (read in its source): ``_iter_named_params`` merges the LoRA
     out of place and ``to_vllm_names`` reverts transformers' fused ``mlp.experts.gate_up_proj`` [E, 2I, H] /
