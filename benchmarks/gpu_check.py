@@ -20,7 +20,8 @@ Nothing is downloaded: every model is random-weight, built from the real archite
    (``output_attentions=True``) on the same model and batch, max abs error over the completion rows (bf16 on CUDA:
    ≤ 3e-2, the two attention implementations round differently; fp32: ≤ 1e-4).
 4. ``vllm_rollout``: if vLLM is installed and ``benchmarks/rollout_throughput.py`` exists, that script is run with
-   ``--device`` (and ``--tiny``) and must exit 0; its last output line is shown. Otherwise a SKIP line.
+   ``--device`` and ``--preset gpu`` (Qwen2-Audio-7B's shape; ``--tiny``: ``--preset tiny``, 2 prompts x 4) and must
+   exit 0; its last output line is shown. Otherwise a SKIP line.
 5. ``vllm_moe_sync`` (two lines): a Qwen3-Omni MoE thinker (2-layer real-width slice, bf16; ``--tiny``: the tiny
    thinker) with the expert LoRA of ``configs/qwen3_omni_30b_a3b_thinking_phase1_lora.yaml`` through
    ``AudioGRPOTrainer`` with colocate vLLM. ``vllm_moe_rollout``: engine, audio rollouts, vLLM vs policy log-probs
@@ -348,7 +349,11 @@ def check_vllm(opts) -> None:
     if not script.exists():
         report(name, f"{script.name} not found", "SKIP", "it comes with the vLLM rollout integration")
         return
-    cmd = [sys.executable, str(script), "--device", opts.device] + (["--tiny"] if opts.tiny else [])
+    # the script has presets, not --tiny: the test model (a short run) or Qwen2-Audio-7B's shape
+    preset = (
+        ["--preset", "tiny", "--prompts", "2", "--generations", "4"] if opts.tiny else ["--preset", "gpu"]
+    )
+    cmd = [sys.executable, str(script), "--device", opts.device, *preset]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else proc.stderr.strip().splitlines()[-1:] or ["no output"]
