@@ -17,6 +17,8 @@ LINES = (
     "step qwen3_omni_moe_2layer LoRA",
     "audio_mass probe vs eager",
     "vllm_rollout throughput vs generate()",
+    "vllm_moe_rollout qwen3_omni_moe thinker",
+    "vllm_moe_sync qwen3_omni_moe expert LoRA",
 )
 
 
@@ -66,3 +68,22 @@ def test_real_shapes_on_cpu_are_refused():
     gpu_check = _module()
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cpu"])
+
+
+def test_moe_sync_check_skips_without_vllm(monkeypatch, capsys):
+    """Without vLLM the Qwen3-Omni expert-sync check prints its two lines as SKIP with the reason, exit code 0."""
+    gpu_check = _module()
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **kw: None if name == "vllm" else find_spec(name, *a, **kw),
+    )
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--only", "vllm_moe_sync"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    assert lines == [
+        "[SKIP] vllm_moe_rollout qwen3_omni_moe thinker + expert LoRA (tiny, float32, colocate): vLLM is not "
+        "installed (pip install the vllm extra to run it)",
+        "[SKIP] vllm_moe_sync qwen3_omni_moe expert LoRA after one step (tiny, float32, colocate): vLLM is not "
+        "installed (pip install the vllm extra to run it)",
+    ]

@@ -140,6 +140,9 @@ REAL_SHAPES: dict[str, dict[str, Any]] = {
                 "out_hidden_size": 2048,
                 "deepstack_visual_indexes": [8, 16, 24],
                 "num_position_embeddings": 2304,
+                # read by vLLM's Qwen3-Omni vision tower (the checkpoint's values: 48 x 48 patches of 16)
+                "image_size": 768,
+                "apply_vit_abs_pos_embed": True,
             },
             "text_config": _QWEN3_OMNI_TEXT,
         },

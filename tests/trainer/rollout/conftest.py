@@ -16,9 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from mapo.testing import sine_clip
+
+# the parity helpers live in the product (benchmarks/gpu_check.py uses them too); the tests import them from here
+from mapo.trainer.rollout.parity import policy_completion_logps, vllm_completion_logps  # noqa: F401
 
 
 def vllm_skip_reason() -> str | None:
@@ -108,36 +110,6 @@ def audio_prompt_inputs(processor, clip, text: str = "Describe the sound."):
     return processor.apply_chat_template(
         [conversation], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-
-
-def vllm_completion_logps(engine, prompt_ids: list[int], completion: list[int], clip, spec) -> torch.Tensor:
-    """vLLM's log-probs of ``completion`` after ``prompt_ids`` (the trainer's expanded ids) with ``clip``."""
-    from vllm import SamplingParams
-
-    from mapo.trainer.rollout import collapse_placeholder_runs
-
-    ids, _ = collapse_placeholder_runs(prompt_ids + completion, spec.audio_token_id)
-    request = {"prompt_token_ids": ids, "multi_modal_data": {"audio": (clip, spec.sampling_rate)}}
-    out = engine.llm.generate([request], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
-    # vLLM re-expanded the one placeholder to exactly the trainer's run
-    assert list(out.prompt_token_ids) == prompt_ids + completion
-    rows = out.prompt_logprobs[len(prompt_ids) :]
-    return torch.tensor([row[tok].logprob for row, tok in zip(rows, completion, strict=True)])
-
-
-def policy_completion_logps(model, inputs, completion: list[int], suppressed=()) -> torch.Tensor:
-    """The policy's (transformers) log-probs of ``completion`` after the prompt of ``inputs``, in float32;
-    ``suppressed`` token ids are removed from the distribution first (what vLLM's processed log-probs of a sampled
-    token are under the rollouts' ``logit_bias``)."""
-    prompt_ids = inputs["input_ids"][0].tolist()
-    ids = torch.tensor([prompt_ids + completion])
-    features = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **features).logits.float()
-    if suppressed:
-        logits[..., list(suppressed)] = float("-inf")
-    logps = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1], dim=-1)
-    return logps.gather(-1, torch.tensor(completion)[:, None])[:, 0]
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@
 * :mod:`.checkpoint` — the policy's weights under vLLM's checkpoint names (full-Omni layout for the thinkers);
 * :mod:`.engine` — :class:`AudioVLLMGeneration`, TRL's vLLM backend with audio, weight sync and cache resets;
 * :mod:`.trainer_hooks` — :class:`VLLMAudioRollouts`, the trainer mixin (clips hand-over, the drift check);
+* :mod:`.parity` — log-probs of a fixed completion from vLLM and from the policy (the check of a weight sync);
 * :mod:`.serve` — ``mapo vllm-serve``.
 
 Importing this package does not import vLLM; the engine does, when it is built.
