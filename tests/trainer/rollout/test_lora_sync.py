@@ -12,22 +12,13 @@ from trl import GRPOConfig
 
 from mapo.testing import sine_clip, tiny_qwen2_audio_for_vllm
 from mapo.trainer import AudioGRPOTrainer
-
-from .conftest import (
-    audio_prompt_inputs,
-    length_reward,
-    policy_completion_logps,
-    release_engine,
-    tone_rows,
-    vllm_completion_logps,
-    vllm_grpo_settings,
-)
+from mapo.trainer.rollout.parity import policy_completion_logps, vllm_completion_logps
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def lora_trained(tmp_path_factory):
+def lora_trained(tmp_path_factory, vllm_grpo_settings, length_reward, tone_rows, release_engine):
     """An AudioGRPOTrainer (colocate) with a LoRA policy after one optimizer step."""
     model, processor = tiny_qwen2_audio_for_vllm()
     args = GRPOConfig(**vllm_grpo_settings(tmp_path_factory.mktemp("lora"), "colocate"))
@@ -62,7 +53,7 @@ def test_grpo_step_with_a_lora_policy(lora_trained):
     assert trained_b and any(p.abs().max() > 0 for p in trained_b), "the step did not move the adapters"
 
 
-def test_lora_sync_sends_merged_weights_out_of_place(lora_trained):
+def test_lora_sync_sends_merged_weights_out_of_place(lora_trained, audio_prompt_inputs):
     """After the step, a sync makes vLLM score a fixed completion like the LoRA policy within 1e-4 (fp32), and the
     base weights are bit-for-bit unchanged (an in-place merge/unmerge would round them)."""
     trainer, processor = lora_trained

@@ -18,8 +18,6 @@ from mapo.modality import load_policy_model, resolve_modality
 from mapo.testing import save_tiny_omni_for_vllm, sine_clip, tiny_omni_processor
 from mapo.trainer import AudioGRPOTrainer, MAPOConfig, MAPOTrainer
 
-from .conftest import length_reward, release_engine, tone_rows, vllm_grpo_settings
-
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
@@ -34,7 +32,9 @@ def torchvision_stand_in():
 
 
 @pytest.mark.parametrize("trainer_cls", [AudioGRPOTrainer, MAPOTrainer], ids=["grpo", "mapo"])
-def test_train_steps_qwen25_omni_thinker_colocate(tmp_path, trainer_cls):
+def test_train_steps_qwen25_omni_thinker_colocate(
+    tmp_path, trainer_cls, vllm_grpo_settings, length_reward, tone_rows, release_engine
+):
     """Two steps: a weight sync before each step's generation, each checked by the drift check. MAPO runs without
     the IS correction, so the check scores the samples with its own forward (the audio must reach it)."""
     checkpoint = save_tiny_omni_for_vllm(str(tmp_path / "omni"), "qwen2_5_omni_thinker")
@@ -70,11 +70,9 @@ def test_train_steps_qwen25_omni_thinker_colocate(tmp_path, trainer_cls):
         release_engine(trainer)
 
 
-def test_qwen3_omni_thinker_generates_with_audio(tmp_path, monkeypatch):
+def test_qwen3_omni_thinker_generates_with_audio(tmp_path, monkeypatch, free_port):
     import torch
     from vllm import LLM, SamplingParams
-
-    from .conftest import free_port
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(key, value)

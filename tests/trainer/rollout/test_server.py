@@ -19,15 +19,7 @@ from mapo.rewards import JudgeClient
 from mapo.testing import save_tiny_omni_for_vllm, sine_clip, tiny_omni_processor, tiny_qwen2_audio_for_vllm
 from mapo.trainer import AudioGRPOTrainer, MAPOConfig, MAPOTrainer
 from mapo.trainer.rollout.engine import wav_base64
-
-from .conftest import (
-    Server,
-    audio_prompt_inputs,
-    length_reward,
-    policy_completion_logps,
-    tone_rows,
-    vllm_grpo_settings,
-)
+from mapo.trainer.rollout.parity import policy_completion_logps
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -61,7 +53,7 @@ def trainer_processor(family: str, checkpoint: str):
 
 
 @pytest.fixture(scope="module")
-def server(family, checkpoint, tmp_path_factory):
+def server(family, checkpoint, tmp_path_factory, Server):
     # the Qwen2-Audio server goes through the `mapo vllm-serve` command; the Omni one is started from the same
     # command line built in-process (one interpreter start less)
     srv = Server(
@@ -87,7 +79,7 @@ def test_serve_command_for_an_omni_checkpoint(tmp_path):
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"]
 
 
-def _chat(server: Server, content, max_tokens: int = 6) -> dict:
+def _chat(server, content, max_tokens: int = 6) -> dict:
     body = {
         "model": checkpoint_name(server),
         "messages": [{"role": "user", "content": content}],
@@ -103,13 +95,23 @@ def _chat(server: Server, content, max_tokens: int = 6) -> dict:
         return json.load(response)
 
 
-def checkpoint_name(server: Server) -> str:
+def checkpoint_name(server) -> str:
     with urllib.request.urlopen(f"{server.url}/v1/models", timeout=30) as response:
         return json.load(response)["data"][0]["id"]
 
 
 @pytest.mark.parametrize("trainer_cls", [AudioGRPOTrainer, MAPOTrainer], ids=["grpo", "mapo"])
-def test_train_step_through_the_server(server, family, checkpoint, tmp_path, trainer_cls):
+def test_train_step_through_the_server(
+    server,
+    family,
+    checkpoint,
+    tmp_path,
+    trainer_cls,
+    vllm_grpo_settings,
+    length_reward,
+    tone_rows,
+    audio_prompt_inputs,
+):
     settings = vllm_grpo_settings(tmp_path, "server", vllm_server_base_url=server.url)
     if trainer_cls is MAPOTrainer:
         args = MAPOConfig(**settings, pos_tagger="lexicon", accuracy_reward_name="length_reward")
