@@ -107,3 +107,20 @@ def test_interpretation_says_when_mapo_loses():
     assert "answer accuracy -0.107 (lower; 0/3 seeds positive, beyond seed noise" in text
     assert "MAPO keeps more audio attention" in text and "(1.75×)" in text
     assert "no RL arm lost in-prior accuracy" in text
+
+
+def test_readme_demo_tables_are_the_committed_benchmark_output():
+    """The README's demo figures come from benchmarks/results/demo_seeds.json (`demo_seeds.py --markdown`)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("demo_seeds", root / "benchmarks" / "demo_seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (root / "README.md").read_text()
+    for name in ("demo_seeds.json", "demo_seeds_first200.json"):
+        tables = module.markdown(json.loads((root / "benchmarks" / "results" / name).read_text()))
+        missing = [line for line in tables.splitlines() if line.strip() and line not in readme]
+        assert not missing, f"README lines not matching {name}: {missing[:3]}"
