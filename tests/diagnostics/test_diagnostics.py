@@ -35,50 +35,10 @@ from mapo.diagnostics import (
     trajectories_from_signals,
     write_trajectories,
 )
-from mapo.eval import EvalItem, GenerationSettings, encode_prompts, generate_batch
+from mapo.eval import EvalItem, GenerationSettings
 from mapo.modality import audio_key_mask, completion_query_mask, concat_prompt_completion, resolve_modality
 from mapo.probe import audio_attention
-from mapo.testing import sine_clip, tiny_qwen2_audio, tiny_qwen2_audio_processor
-
-SECONDS = (1.0, 0.75, 0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    processor = tiny_qwen2_audio_processor()
-    model = tiny_qwen2_audio(tokenizer=processor.tokenizer, num_layers=3)
-    return model, processor
-
-
-def _items(paths=None, n=3):
-    return [
-        EvalItem(
-            id=f"it{i}",
-            benchmark="mmau",
-            group=("sound", "music", "speech")[i % 3],
-            kind="choice",
-            audio=[paths[i] if paths else f"clip{i}.wav"],
-            question="Which tone is it?",
-            choices=["low", "mid", "high"],
-            answer=("low", "mid", "high")[i % 3],
-            meta={"task": ("a", "b")[i % 2]},
-        )
-        for i in range(n)
-    ]
-
-
-def _clips(n=3):
-    return [[sine_clip(220.0 * (i + 1), seconds=SECONDS[i % 3], seed=i)] for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def generated(tiny):
-    model, processor = tiny
-    settings = GenerationSettings(max_new_tokens=8)
-    batch = encode_prompts(model, processor, _items(), settings, _clips())
-    ids, mask = generate_batch(model, processor, batch, settings)
-    return batch, ids, mask
-
+from mapo.testing import sine_clip
 
 # ---------------------------------------------------------------------------------------------------------------
 # Signals, trajectories
@@ -189,18 +149,20 @@ def test_masking_units():
     ]
 
 
-def _wavs(tmp_path):
+@pytest.fixture
+def tone_wavs(tmp_path, tone_clips):
+    """The three tone clips written as WAV files; their paths."""
     sf = pytest.importorskip("soundfile")
     paths = []
-    for i, clip in enumerate(_clips()):
+    for i, clip in enumerate(tone_clips()):
         paths.append(str(tmp_path / f"clip{i}.wav"))
         sf.write(paths[-1], clip[0], 16000)
     return paths
 
 
-def test_evidence_masking_table(tiny, tmp_path):
+def test_evidence_masking_table(tiny, tmp_path, tone_items, tone_wavs):
     model, processor = tiny
-    items = _items(_wavs(tmp_path))[:2]
+    items = tone_items(tone_wavs)[:2]
     items.append(
         EvalItem(
             id="two",
@@ -339,13 +301,13 @@ def test_modality_states_from_model(tiny, generated):
 
 
 @pytest.mark.slow
-def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch):
+def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch, tone_items, tone_wavs):
     import mapo.eval.runner
     from mapo.diagnostics.cli import main
 
     # Loading from disk is covered by the eval end-to-end test; here the CLI gets the in-memory tiny model.
     monkeypatch.setattr(mapo.eval.runner, "load_model_and_processor", lambda *a, **k: tiny)
-    paths = _wavs(tmp_path)
+    paths = tone_wavs
     rows = [
         {
             "id": it.id,
@@ -356,7 +318,7 @@ def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch):
             "task": it.group,
             "difficulty": "easy",
         }
-        for it, p in zip(_items(paths), paths)
+        for it, p in zip(tone_items(paths), paths)
     ]
     data = tmp_path / "mmau.json"
     data.write_text(json.dumps(rows))
@@ -390,14 +352,14 @@ def test_cli_writes_pngs_and_json(tiny, tmp_path, monkeypatch):
 
 
 def test_probe_with_too_few_items_writes_valid_json_and_outputs_are_not_replaced(
-    tiny, tmp_path, monkeypatch, caplog
+    tiny, tmp_path, monkeypatch, caplog, tone_items, tone_wavs
 ):
     import mapo.eval.runner
     from mapo.diagnostics.cli import main
     from mapo.eval.store import OutputExists
 
     monkeypatch.setattr(mapo.eval.runner, "load_model_and_processor", lambda *a, **k: tiny)
-    paths = _wavs(tmp_path)
+    paths = tone_wavs
     rows = [
         {
             "id": it.id,
@@ -408,7 +370,7 @@ def test_probe_with_too_few_items_writes_valid_json_and_outputs_are_not_replaced
             "task": it.group,
             "difficulty": "easy",
         }
-        for it, p in zip(_items(paths), paths)
+        for it, p in zip(tone_items(paths), paths)
     ]
     data = tmp_path / "mmau.json"
     data.write_text(json.dumps(rows))

@@ -1,5 +1,7 @@
 """Per-audio-key attention (mapo.probe.audio_key_attention) on the tiny random Qwen2-Audio: agreement with eager
-attention and with the probe's mean-head mass, read through the diagnostics' teacher-forced signals; errors."""
+attention and with the probe's mean-head mass, read through the diagnostics' teacher-forced signals; errors.
+
+The fixtures ``tiny`` and ``generated`` come from tests/conftest.py (shared with tests/diagnostics)."""
 
 from __future__ import annotations
 
@@ -7,49 +9,8 @@ import pytest
 import torch
 
 from mapo.diagnostics import split_rows, teacher_forced_signals
-from mapo.eval import EvalItem, GenerationSettings, encode_prompts, generate_batch
 from mapo.modality import audio_key_mask, concat_prompt_completion, resolve_modality
 from mapo.probe import audio_key_attention
-from mapo.testing import sine_clip, tiny_qwen2_audio, tiny_qwen2_audio_processor
-
-SECONDS = (1.0, 0.75, 0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    processor = tiny_qwen2_audio_processor()
-    model = tiny_qwen2_audio(tokenizer=processor.tokenizer, num_layers=3)
-    return model, processor
-
-
-def _items(n=3):
-    return [
-        EvalItem(
-            id=f"it{i}",
-            benchmark="mmau",
-            group=("sound", "music", "speech")[i % 3],
-            kind="choice",
-            audio=[f"clip{i}.wav"],
-            question="Which tone is it?",
-            choices=["low", "mid", "high"],
-            answer=("low", "mid", "high")[i % 3],
-            meta={"task": ("a", "b")[i % 2]},
-        )
-        for i in range(n)
-    ]
-
-
-def _clips(n=3):
-    return [[sine_clip(220.0 * (i + 1), seconds=SECONDS[i % 3], seed=i)] for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def generated(tiny):
-    model, processor = tiny
-    settings = GenerationSettings(max_new_tokens=8)
-    batch = encode_prompts(model, processor, _items(), settings, _clips())
-    ids, mask = generate_batch(model, processor, batch, settings)
-    return batch, ids, mask
 
 
 def test_key_attention_matches_eager_attention_and_mean_mass(tiny, generated):
