@@ -44,6 +44,26 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
 
 
+def _build_thinker(
+    model_cls, config, tokenizer, ids: dict[str, int], family: str, seed: int, attn_implementation
+):
+    """Random weights (seeded) for ``config`` with the tokenizer's pad/eos in config and generation config."""
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = model_cls._from_config(config, attn_implementation=attn_implementation)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return TinyOmni(
+        model.eval(),
+        tokenizer,
+        ids["audio_token_id"],
+        ids["audio_start_token_id"],
+        ids["audio_end_token_id"],
+        family,
+    )
+
+
 def tiny_qwen25_omni_thinker(
     vocab_size: int = 448,
     num_layers: int = 2,
@@ -101,21 +121,14 @@ def tiny_qwen25_omni_thinker(
     )
     config.vision_start_token_id = ids["vision_start_token_id"]
     config.vision_end_token_id = ids["vision_end_token_id"]
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    torch.manual_seed(seed)
-    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
-        config, attn_implementation=attn_implementation
-    )
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return TinyOmni(
-        model.eval(),
+    return _build_thinker(
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        config,
         tokenizer,
-        ids["audio_token_id"],
-        ids["audio_start_token_id"],
-        ids["audio_end_token_id"],
+        ids,
         "qwen2_5_omni_thinker",
+        seed,
+        attn_implementation,
     )
 
 
@@ -187,21 +200,14 @@ def tiny_qwen3_omni_thinker(
     config.vision_start_token_id = ids["vision_start_token_id"]
     config.vision_end_token_id = ids["vision_end_token_id"]
     config.audio_end_token_id = ids["audio_end_token_id"]
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    torch.manual_seed(seed)
-    model = Qwen3OmniMoeThinkerForConditionalGeneration._from_config(
-        config, attn_implementation=attn_implementation
-    )
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return TinyOmni(
-        model.eval(),
+    return _build_thinker(
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+        config,
         tokenizer,
-        ids["audio_token_id"],
-        ids["audio_start_token_id"],
-        ids["audio_end_token_id"],
+        ids,
         "qwen3_omni_moe_thinker",
+        seed,
+        attn_implementation,
     )
 
 
