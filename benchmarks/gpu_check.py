@@ -470,6 +470,8 @@ def check_vllm_moe_sync(opts) -> None:
         for name in (rollout_name, sync_name):
             report(name, "torchvision is not importable", "SKIP", "vLLM's Omni processor needs it")
         return
+    from mapo.trainer.rollout.engine_support import release_engine
+
     device = torch.device(opts.device)
     tol = MOE_SYNC_TOLERANCE[dtype]
     trainer = None
@@ -479,7 +481,7 @@ def check_vllm_moe_sync(opts) -> None:
     except Exception as exc:
         report(rollout_name, f"error {type(exc).__name__}: {exc}", "FAIL")
         report(sync_name, "not run: the engine or rollouts failed", "FAIL")
-        _release(trainer)
+        release_engine(trainer)
         return
     # The engine's expert weights can be compared with the payload only where the MoE kernel keeps the checkpoint
     # layout (CUDA's Triton path); vLLM's CPU kernels prepack them (cpu_prepack_moe_weight, same shape).
@@ -501,13 +503,13 @@ def check_vllm_moe_sync(opts) -> None:
     )
     if device.type == "cpu":
         report(sync_name, "not run on CPU", "SKIP", CPU_EXPERT_RELOAD)
-        _release(trainer)
+        release_engine(trainer)
         return
     try:
         res = _moe_sync_parity(trainer, processor)
     except Exception as exc:
         report(sync_name, f"error {type(exc).__name__}: {exc}", "FAIL")
-        _release(trainer)
+        release_engine(trainer)
         return
     ok, rule = _sync_verdict(res, tol, comparable)
     weights = (
@@ -524,7 +526,7 @@ def check_vllm_moe_sync(opts) -> None:
         "PASS" if ok else "FAIL",
         f"tolerance {tol:g}; {rule}",
     )
-    _release(trainer)
+    release_engine(trainer)
 
 
 def _sync_verdict(res: dict, tol: float, comparable: bool) -> tuple[bool, str]:
@@ -765,20 +767,6 @@ def _moe_sync_parity(trainer, processor) -> dict:
         "sync_seconds": engine.last_sync_seconds or float("nan"),
         "drift": drift[-1] if drift else float("nan"),
     }
-
-
-def _release(trainer) -> None:
-    """Free the colocate engine (and vLLM's parallel groups, kept in module globals)."""
-    if trainer is None:
-        return
-    generation = getattr(trainer, "vllm_generation", None)
-    if generation is not None and hasattr(generation, "llm"):
-        del generation.llm
-    del trainer
-    gc.collect()
-    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-    cleanup_dist_env_and_memory()
 
 
 CHECKS = {

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from mapo.testing import sine_clip
+from mapo.trainer.rollout.engine_support import release_engine
 
 
 def vllm_skip_reason() -> str | None:
@@ -182,22 +183,6 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-
-
-def release_engine(trainer) -> None:
-    """Free a colocate trainer's vLLM engine so that the next module can start its own in this process."""
-    import gc
-
-    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-    generation = getattr(trainer, "vllm_generation", None)
-    if generation is not None and hasattr(generation, "llm"):
-        del generation.llm
-    del trainer
-    gc.collect()
-    # vLLM keeps its parallel groups in module globals; an MoE engine started after a dense one finds no expert-
-    # parallel group unless they are torn down (vLLM's own tests call this between engines).
-    cleanup_dist_env_and_memory()
 
 
 # ----------------------------------------------------------------------------------------------------------------

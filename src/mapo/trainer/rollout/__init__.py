@@ -4,6 +4,8 @@
   ``multi_modal_data``, ``logit_bias`` suppression of the placeholder and its markers);
 * :mod:`.checkpoint` — the policy's weights under vLLM's checkpoint names (full-Omni layout for the thinkers);
 * :mod:`.engine` — :class:`AudioVLLMGeneration`, TRL's vLLM backend with audio, weight sync and cache resets;
+* :mod:`.engine_support` — mapo's vLLM options, CPU engine defaults, engine dtype, modality limits, the server's
+  audio payload, :func:`~.engine_support.release_engine` (no TRL or vLLM import);
 * :mod:`.trainer_hooks` — :class:`VLLMAudioRollouts`, the trainer mixin (clips hand-over, the drift check);
 * :mod:`.parity` — log-probs of a fixed completion from vLLM and from the policy (the check of a weight sync);
 * :mod:`.serve` — ``mapo vllm-serve``.

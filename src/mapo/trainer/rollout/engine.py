@@ -18,19 +18,14 @@ has a weight-transfer engine, otherwise ``save + reload`` through a directory bo
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
-import json
 import logging
 import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, is_peft_model
 from trl.generation import vllm_generation as trl_vllm_generation
@@ -46,98 +41,23 @@ from .audio_requests import (
     suppression_bias,
 )
 from .checkpoint import (
-    OMNI_FULL_MODEL,
     is_vllm_loadable,
     save_vllm_checkpoint,
     save_vllm_weights,
     to_vllm_names,
 )
+from .engine_support import (  # noqa: F401  (re-exported: the names lived here before)
+    CPU_ENV_DEFAULTS,
+    WEIGHT_SYNC_MODES,
+    VLLMAudioOptions,
+    _on_cpu_platform,
+    apply_cpu_env_defaults,
+    engine_dtype,
+    limit_mm_per_prompt,
+    wav_base64,
+)
 
 logger = logging.getLogger(__name__)
-
-WEIGHT_SYNC_MODES = ("auto", "nccl", "reload")
-
-#: CPU engine settings that work on a small shared machine (vLLM's CPU backend ignores gpu_memory_utilization).
-CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-
-
-@dataclass
-class VLLMAudioOptions:
-    """mapo's vLLM settings beyond ``GRPOConfig``'s (read from the config with these defaults).
-
-    Attributes:
-        vllm_weight_sync: server mode only: ``"auto"`` (NCCL when the trainer is on CUDA and the server has a
-            weight-transfer engine, else ``"reload"``), ``"nccl"`` or ``"reload"`` (save the weights to
-            ``vllm_sync_dir`` and have the server reload them).
-        vllm_sync_dir: directory for ``"reload"``; the server must see it at the same path. Default
-            ``<output_dir>/vllm-sync``.
-        vllm_drift_tolerance: largest mean |log p_vLLM - log p_trainer| (nats per completion token) accepted in the
-            first generation after a weight sync; beyond it training stops with an error. ``None`` = no check.
-        vllm_llm_kwargs: extra ``vllm.LLM`` arguments in colocate mode (e.g. ``{"enforce_eager": True}``).
-    """
-
-    vllm_weight_sync: str = "auto"
-    vllm_sync_dir: str | None = None
-    vllm_drift_tolerance: float | None = 0.05
-    vllm_llm_kwargs: dict | None = None
-
-    @classmethod
-    def from_args(cls, args) -> VLLMAudioOptions:
-        values = {name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)}
-        options = cls(**values)
-        if isinstance(options.vllm_llm_kwargs, str):  # command line / YAML: a JSON object
-            options.vllm_llm_kwargs = json.loads(options.vllm_llm_kwargs)
-        if options.vllm_weight_sync not in WEIGHT_SYNC_MODES:
-            raise ValueError(
-                f"vllm_weight_sync must be one of {WEIGHT_SYNC_MODES}, got {options.vllm_weight_sync!r}"
-            )
-        if options.vllm_drift_tolerance is not None and options.vllm_drift_tolerance <= 0:
-            raise ValueError(
-                f"vllm_drift_tolerance must be > 0 nats (or None to disable), got {options.vllm_drift_tolerance}"
-            )
-        return options
-
-
-def _on_cpu_platform() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def apply_cpu_env_defaults() -> dict[str, str]:
-    """Set :data:`CPU_ENV_DEFAULTS` where the user has not; returns what was set (logged by the caller)."""
-    applied = {}
-    for key, value in CPU_ENV_DEFAULTS.items():
-        if key not in os.environ:
-            os.environ[key] = value
-            applied[key] = value
-    return applied
-
-
-def wav_base64(wave: np.ndarray, sampling_rate: int) -> str:
-    """A float32 WAV (no int16 quantisation) as base64, the OpenAI ``input_audio`` payload."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(wave, dtype=np.float32), sampling_rate, format="WAV", subtype="FLOAT")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def engine_dtype(model, args) -> str:
-    """The dtype the policy computes in: its own, or bf16/fp16 when a float32 policy trains under autocast."""
-    dtype = str(getattr(model, "dtype", "float32")).removeprefix("torch.")
-    if dtype == "float32" and getattr(args, "bf16", False):
-        return "bfloat16"
-    if dtype == "float32" and getattr(args, "fp16", False):
-        return "float16"
-    return dtype
-
-
-def limit_mm_per_prompt(spec: ModalitySpec) -> dict[str, int]:
-    """One clip per prompt; the Omni families also get image/video limits of 0 (no vision profiling)."""
-    if spec.family in OMNI_FULL_MODEL:
-        return {"audio": 1, "image": 0, "video": 0}
-    return {"audio": 1}
 
 
 class AudioVLLMGeneration(VLLMGeneration):

@@ -68,7 +68,7 @@ def build_serve_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
-        from .engine import CPU_ENV_DEFAULTS
+        from .engine_support import CPU_ENV_DEFAULTS
 
         for key, value in CPU_ENV_DEFAULTS.items():
             env.setdefault(key, value)

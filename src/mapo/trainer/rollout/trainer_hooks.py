@@ -48,7 +48,7 @@ class VLLMAudioRollouts:
         with self._audio_vllm_backend(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
         if getattr(args, "use_vllm", False):
-            from .engine import VLLMAudioOptions
+            from .engine_support import VLLMAudioOptions
 
             self._vllm_options = VLLMAudioOptions.from_args(args)
             if self._vllm_options.vllm_drift_tolerance is None:
@@ -62,7 +62,8 @@ class VLLMAudioRollouts:
             return
         import trl.trainer.grpo_trainer as grpo_module
 
-        from .engine import AudioVLLMGeneration, VLLMAudioOptions, engine_dtype
+        from .engine import AudioVLLMGeneration
+        from .engine_support import VLLMAudioOptions, engine_dtype
 
         options = VLLMAudioOptions.from_args(args)  # validate before the engine starts
         trainer = self
