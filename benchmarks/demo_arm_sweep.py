@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mapo.synthetic import rl
-    from mapo.synthetic.cache import load_warm_model, save_warm_model
+    from mapo.synthetic.cache import warm_up_cached
     from mapo.synthetic.evaluate import evaluate
     from mapo.synthetic.model import build_tiny_audio_lm
     from mapo.synthetic.task import make_task
-    from mapo.synthetic.warmup import BUDGETS, TASK_SIZES, warm_up
+    from mapo.synthetic.warmup import TASK_SIZES
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # the demo's thread count: same numbers as the demo
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         task = make_task(seed=seed, n_train=n_train, n_eval=n_eval, n_rl=512)
         model, processor = build_tiny_audio_lm(seed=seed)
-        report = load_warm_model(model, seed, BUDGETS["default"])
-        if report is None:
-            report = warm_up(model, processor, task, budget="default", seed=seed, progress=False)
-            save_warm_model(model, seed, BUDGETS["default"], report)
+        warm_up_cached(model, processor, task, "default", seed)
         model.eval()
         rows = list(task.prior) + list(task.trap)
         base = evaluate(model, processor, rows)

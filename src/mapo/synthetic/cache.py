@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .warmup import WarmupBudget, WarmupReport
+from .warmup import BUDGETS, WarmupBudget, WarmupReport, warm_up
 
 __all__ = ["cache_dir", "code_version", "load_warm_model", "save_warm_model", "warm_model_key"]
 
@@ -84,3 +84,26 @@ def save_warm_model(model: torch.nn.Module, seed: int, budget: WarmupBudget, rep
         tmp, stem.with_suffix(".safetensors")
     )  # the weights appear last and whole: readers never see half
     return stem.with_suffix(".safetensors")
+
+
+def warm_up_cached(
+    model: torch.nn.Module,
+    processor,
+    task,
+    budget: str,
+    seed: int,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> tuple[WarmupReport, bool]:
+    """Warm ``model`` up in place for (``seed``, the named ``budget``): from the cache when an entry exists, else by
+    :func:`~mapo.synthetic.warmup.warm_up`, then saved (``use_cache=False`` neither reads nor writes the cache).
+
+    Returns the report and whether it came from the cache.
+    """
+    report = load_warm_model(model, seed, BUDGETS[budget]) if use_cache else None
+    if report is not None:
+        return report, True
+    report = warm_up(model, processor, task, budget=budget, seed=seed, progress=progress)
+    if use_cache:
+        save_warm_model(model, seed, BUDGETS[budget], report)
+    return report, False

@@ -45,7 +45,7 @@ def run_demo(
     import torch
     from rich.console import Console
 
-    from .cache import load_warm_model, save_warm_model
+    from .cache import warm_up_cached
     from .evaluate import evaluate
     from .model import build_tiny_audio_lm
     from .report import (
@@ -59,7 +59,7 @@ def run_demo(
     )
     from .rl import ARMS, RL_BUDGETS, RLBudget, run_arm
     from .task import make_task
-    from .warmup import BUDGETS, TASK_SIZES, warm_up
+    from .warmup import TASK_SIZES
 
     console = Console() if progress else None
     budget = "quick" if quick else "default"
@@ -88,13 +88,9 @@ def run_demo(
         t0 = time.perf_counter()
         task = make_task(seed=seed, n_train=n_train, n_eval=n_eval, n_rl=512)
         model, processor = build_tiny_audio_lm(seed=seed)
-        report = load_warm_model(model, seed, BUDGETS[budget]) if use_cache else None
-        if report is not None:
+        report, cached = warm_up_cached(model, processor, task, budget, seed, use_cache, progress)
+        if cached:
             _say(console, "  warm-up loaded from the cache (--no-cache to redo it)")
-        else:
-            report = warm_up(model, processor, task, budget=budget, seed=seed, progress=progress)
-            if use_cache:
-                save_warm_model(model, seed, BUDGETS[budget], report)
         model.eval()
         eval_rows = list(task.prior) + list(task.trap)
         base_metrics = evaluate(model, processor, eval_rows, return_records=True)
