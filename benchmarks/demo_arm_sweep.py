@@ -2,6 +2,7 @@
 
     python benchmarks/demo_arm_sweep.py --arm grpo --seeds 100 102 103 104 --out grpo.json
     python benchmarks/demo_arm_sweep.py --arm mapo --kappa 2 --seeds 100 102 103 104 --out kappa2.json
+    python benchmarks/demo_arm_sweep.py --arm grpo --beta 0.08 --seeds 100 102 --out grpo_beta08.json
 
 Uses the demo's default budget, its warm-up cache and 2 torch threads (the demo's setting, so the numbers are those a
 full ``mapo demo --first-seed K`` run would give for that arm). Prints and writes, per seed, the base's and the arm's
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm", default="mapo", choices=["grpo", "mask_only", "mapo"])
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
     ap.add_argument("--eta", type=float, default=None, help="η of the MAPO arm (default: the demo's)")
+    ap.add_argument(
+        "--beta", type=float, default=None, help="β, the KL anchor of every arm (default: the demo's)"
+    )
     ap.add_argument("--kappa", type=float, default=None, help="κ of the temporal weight, eq. 4 (default: 1)")
     ap.add_argument("--out", default=None, help="write the per-seed metrics to this JSON file")
     args = ap.parse_args(argv)
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = rl.RL_BUDGETS["default"]
     if args.eta is not None:
         budget = replace(budget, eta=args.eta)
+    if args.beta is not None:
+        budget = replace(budget, beta=args.beta)
     label, trainer_cls, overrides = rl.ARMS[args.arm]
     if args.kappa is not None:
         rl.ARMS[args.arm] = (label, trainer_cls, {**overrides, "kappa": args.kappa})
@@ -80,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump(
-                    {"arm": args.arm, "eta": budget.eta, "kappa": args.kappa, "per_seed": out}, fh, indent=1
+                    {
+                        "arm": args.arm,
+                        "eta": budget.eta,
+                        "beta": budget.beta,
+                        "kappa": args.kappa,
+                        "per_seed": out,
+                    },
+                    fh,
+                    indent=1,
                 )
     return 0
 

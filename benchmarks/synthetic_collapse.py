@@ -103,6 +103,9 @@ def run_one(seed: int, args, budget, task_kw: dict, size_kw: dict) -> dict:
         "warmup_cpu": round(c_warm, 1),
         "eval_wall": round(res["seconds"], 1),
         "loss": {k: round(v, 3) for k, v in report.final_loss.items()},
+        "steps_run": report.steps_run,
+        "sft_kept_step": report.sft_kept_step,  # collapse window (None: no check ran or none was inside)
+        "sft_checks": report.sft_checks,
         "final": summary(res),
         "sft_checkpoints": evals,
     }

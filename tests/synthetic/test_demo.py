@@ -31,6 +31,11 @@ def test_quick_demo_writes_results_and_plots(tmp_path, monkeypatch):
     # the warmed-up model is collapsed: audio attention decays along the chain, trap items fail
     assert seed0["base"]["metrics"]["trap/attn_ratio"] < 0.9
     assert seed0["base"]["metrics"]["trap/answer_acc"] < seed0["base"]["metrics"]["prior/answer_acc"]
+    # the SFT stage was checked on the validation split every 25 steps and kept a checkpoint inside the window
+    warmup = seed0["base"]["warmup"]
+    assert [c["step"] for c in warmup["sft_checks"] if c["attempt"] == 0][:2] == [25, 50]
+    kept = [c for c in warmup["sft_checks"] if c["inside"]][-1]
+    assert warmup["sft_kept_step"] == kept["step"] and kept["late_follow_prior"] >= 0.7
     for arm in ("grpo", "mask_only", "mapo"):
         assert [p["step"] for p in seed0[arm]["curve"]] == [12, 24]
         assert any("mapo/attn_loss" in h for h in seed0[arm]["logs"]) == (arm == "mapo")

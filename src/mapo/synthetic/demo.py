@@ -91,11 +91,31 @@ def run_demo(
         report, cached = warm_up_cached(model, processor, task, budget, seed, use_cache, progress)
         if cached:
             _say(console, "  warm-up loaded from the cache (--no-cache to redo it)")
+        if report.sft_checks:
+            _say(
+                console,
+                f"  SFT kept at step {report.sft_kept_step} of {report.budget['sft_steps']}"
+                + (
+                    f" (attempt {report.sft_checks[-1]['attempt'] + 1})"
+                    if report.sft_checks[-1]["attempt"]
+                    else ""
+                )
+                + ": the last validation checkpoint inside the collapse window"
+                if report.sft_kept_step is not None
+                else "  [yellow]no SFT checkpoint was inside the collapse window: the base may not be collapsed[/yellow]",
+            )
         model.eval()
         eval_rows = list(task.prior) + list(task.trap)
         base_metrics = evaluate(model, processor, eval_rows, return_records=True)
         base_records = base_metrics.pop("records")
-        rows: dict[str, dict[str, Any]] = {"base": {"metrics": base_metrics, "curve": []}}
+        warmup_info = {
+            "steps_run": report.steps_run,
+            "sft_kept_step": report.sft_kept_step,
+            "sft_checks": report.sft_checks,
+        }
+        rows: dict[str, dict[str, Any]] = {
+            "base": {"metrics": base_metrics, "curve": [], "warmup": warmup_info}
+        }
         seed_times = {"warm_up": time.perf_counter() - t0, "warm_up_stages": report.seconds}
         _say(
             console,

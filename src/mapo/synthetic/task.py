@@ -38,6 +38,7 @@ __all__ = [
     "SyntheticTask",
     "TaskConfig",
     "completion_text",
+    "make_split",
     "make_task",
     "note_token_labels",
     "parse_completion",
@@ -66,7 +67,8 @@ ORDINALS: tuple[str, ...] = (
     "eighth",
     "ninth",
 )
-SPLITS: tuple[str, ...] = ("train", "prior", "trap", "rl")
+#: Splits of a task; each draws from its own random stream (codes in this order, so adding one never changes another).
+SPLITS: tuple[str, ...] = ("train", "prior", "trap", "rl", "val")
 _SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
 
 
@@ -119,6 +121,7 @@ class SyntheticTask:
     prior: list[dict[str, Any]] = field(default_factory=list)
     trap: list[dict[str, Any]] = field(default_factory=list)
     rl: list[dict[str, Any]] = field(default_factory=list)
+    val: list[dict[str, Any]] = field(default_factory=list)
 
     def split(self, name: str) -> list[dict[str, Any]]:
         if name not in SPLITS:
@@ -310,15 +313,35 @@ def make_task(
     if overrides:
         config = TaskConfig(**{**config.__dict__, **overrides})
     task = SyntheticTask(config=config, seed=seed)
-    n_trap_rl = round(n_rl * rl_trap_fraction)
-    rl_is_trap = [False] * n_rl
-    for i in np.linspace(0, n_rl, n_trap_rl, endpoint=False).astype(int):
-        rl_is_trap[i] = True  # spread evenly, so any prefix of the split has about the requested share
-    for split, n in (("train", n_train), ("prior", n_eval), ("trap", n_eval), ("rl", n_rl)):
-        rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
-        traps = rl_is_trap if split == "rl" else [split == "trap"] * n
-        task.split(split).extend(_make_row(rng, config, split, i, traps[i]) for i in range(n))
+    for split, n, trap_fraction in (
+        ("train", n_train, 0.0),
+        ("prior", n_eval, 0.0),
+        ("trap", n_eval, 1.0),
+        ("rl", n_rl, rl_trap_fraction),
+    ):
+        task.split(split).extend(make_split(seed, config, split, n, trap_fraction))
     return task
+
+
+def make_split(
+    seed: int, config: TaskConfig, split: str, n: int, trap_fraction: float = 0.0
+) -> list[dict[str, Any]]:
+    """``n`` rows of ``split`` from its own random stream ``(seed, split)``: a ``trap_fraction`` share of trap
+    items spread evenly along the split (so any prefix has about that share), the rest from the training
+    distribution. :func:`make_task` builds its splits with it; the warm-up draws its ``val`` split with it
+    (held out from every other split, never trained on).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= trap_fraction <= 1.0:
+        raise ValueError(f"trap_fraction must be in [0, 1], got {trap_fraction}")
+    traps = [False] * n
+    for i in np.linspace(0, n, round(n * trap_fraction), endpoint=False).astype(int):
+        traps[i] = True
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
+    return [_make_row(rng, config, split, i, traps[i]) for i in range(n)]
 
 
 def prompt_of(row: dict[str, Any]) -> list[dict[str, Any]]:

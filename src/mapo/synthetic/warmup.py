@@ -14,7 +14,9 @@ prior lives in the language model *before* audio arrives. Stages, in order (0 st
     loss stays at the text prior's floor), so the tuned recipe skips it (``docs/synthetic.md``).
 (c) **short full SFT** on audio + chain (all parameters). The model first learns to read the notes the prior cannot
     predict (notes 1-2) and keeps following the prior for the rest; only much later does it learn to read late
-    notes too. Stopping early leaves a model with late-stage modality collapse (the study's P1).
+    notes too. Stopping early leaves a model with late-stage modality collapse (the study's P1). With
+    ``sft_check_every`` > 0 the stage evaluates a held-out validation split along the way and keeps the last
+    checkpoint inside that collapse window (:mod:`mapo.synthetic.collapse_window`).
 
 All stages use the training distribution only (never trap items), plain PyTorch loops over the real model's
 forward, AdamW, linear warm-up + cosine decay. Deterministic by ``seed`` for a given torch thread count.
@@ -31,8 +33,9 @@ import numpy as np
 import torch
 
 from .batching import Encoder, TokenBatch, completion_nll
+from .collapse_window import CollapseWindow
 from .model import audio_token_count
-from .task import NOTE_NAMES, SyntheticTask, completion_text, question_text, sample_melody
+from .task import NOTE_NAMES, SyntheticTask, completion_text, make_split, question_text, sample_melody
 
 __all__ = ["BUDGETS", "STAGES", "TASK_SIZES", "WarmupBudget", "WarmupReport", "warm_up"]
 
@@ -41,7 +44,16 @@ STAGES: tuple[str, ...] = ("encoder", "text", "align", "sft")
 
 @dataclass(frozen=True)
 class WarmupBudget:
-    """Steps and learning rates of the four stages (0 steps skips a stage); one batch size for all."""
+    """Steps and learning rates of the four stages (0 steps skips a stage); one batch size for all.
+
+    ``sft_steps`` is the SFT schedule's length (cosine decay over it). With ``sft_check_every`` > 0 the SFT stage
+    evaluates ``val_items`` held-out rows (half trap items) every that many steps and keeps the last checkpoint
+    inside the collapse window (trap early-note accuracy ≥ ``window_early_min``, share of trap late notes following
+    the prior ≥ ``window_follow_min``), stopping once the window has closed (:mod:`mapo.synthetic.collapse_window`).
+    If no checkpoint of a whole schedule was inside, SFT restarts from its starting weights with another batch order,
+    up to ``sft_attempts`` schedules in all: whether SFT finds the audio at all is chaotic in the batch order
+    (``docs/synthetic.md``, "The collapse window").
+    """
 
     encoder_steps: int
     text_steps: int
@@ -54,21 +66,52 @@ class WarmupBudget:
     sft_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
+    sft_check_every: int = 0
+    val_items: int = 200
+    window_early_min: float = 0.9
+    window_follow_min: float = 0.7
+    sft_attempts: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("encoder_steps", "text_steps", "align_steps", "sft_steps"):
+        for name in ("encoder_steps", "text_steps", "align_steps", "sft_steps", "sft_check_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.sft_attempts < 1:
+            raise ValueError(f"sft_attempts must be >= 1, got {self.sft_attempts}")
+        if self.sft_check_every and self.val_items < 2:
+            raise ValueError(
+                f"val_items must be >= 2 (trap and training-distribution items) when sft_check_every > 0, "
+                f"got {self.val_items}"
+            )
+        for name in ("window_early_min", "window_follow_min"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 #: Named budgets used by ``mapo demo`` (``--quick`` → "quick"). Figures and wall times: docs/synthetic.md.
 #: The alignment stage is off: with the LM frozen it did not teach the tiny model to read the audio (tuning runs
 #: E2, E3, E7, V6), so it only cost time.
 BUDGETS: dict[str, WarmupBudget] = {
-    "quick": WarmupBudget(encoder_steps=100, text_steps=600, align_steps=0, sft_steps=100),
-    "default": WarmupBudget(encoder_steps=200, text_steps=1500, align_steps=0, sft_steps=250),
+    "quick": WarmupBudget(
+        encoder_steps=100,
+        text_steps=600,
+        align_steps=0,
+        sft_steps=150,
+        sft_check_every=25,
+        val_items=100,
+        sft_attempts=3,
+    ),
+    "default": WarmupBudget(
+        encoder_steps=200,
+        text_steps=1500,
+        align_steps=0,
+        sft_steps=300,
+        sft_check_every=25,
+        val_items=200,
+        sft_attempts=3,
+    ),
 }
 #: ``(n_train, n_eval)`` for :func:`mapo.synthetic.make_task` that go with each budget (feature extraction of the
 #: training clips is part of the warm-up's time).
@@ -77,12 +120,18 @@ TASK_SIZES: dict[str, tuple[int, int]] = {"quick": (800, 100), "default": (2000,
 
 @dataclass
 class WarmupReport:
-    """What the warm-up did: per-stage wall time, final loss (mean of the last 10 % of steps) and loss curves."""
+    """What the warm-up did: per-stage wall time, final loss (mean of the last 10 % of steps run), loss curves, and
+    the collapse-window checks of the SFT stage (``sft_checks``, one dict per check with its ``attempt``;
+    ``sft_kept_step``: the step of the last attempt that was kept, ``None`` when the stage kept its last step
+    because no check was inside the window or none ran)."""
 
     budget: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     final_loss: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    steps_run: dict[str, int] = field(default_factory=dict)
+    sft_checks: list[dict[str, Any]] = field(default_factory=list)
+    sft_kept_step: int | None = None
 
     @property
     def total_seconds(self) -> float:
@@ -129,8 +178,12 @@ def _run_stage(
     report: WarmupReport,
     progress: bool,
     on_step: Callable[[str, int], None] | None,
+    check: Callable[[int], bool] | None = None,
+    check_every: int = 0,
 ) -> None:
-    """AdamW on ``params`` minimising ``loss_fn(step)`` for ``steps`` steps; records time and losses."""
+    """AdamW on ``params`` minimising ``loss_fn(step)`` for ``steps`` steps; records time and losses.
+
+    ``check(steps_done)`` runs every ``check_every`` steps (model in eval mode); True stops the stage there."""
     from tqdm.auto import tqdm
 
     if steps <= 0:
@@ -155,10 +208,18 @@ def _run_stage(
             model.eval()
             on_step(name, step + 1)
             model.train()
+        if check is not None and check_every and (step + 1) % check_every == 0:
+            model.eval()
+            stop = check(step + 1)
+            model.train()
+            if stop:
+                break
     model.eval()
-    report.final_loss[name] = float(np.mean(losses[-max(1, steps // 10) :]))
-    report.curves[name] = [(i, losses[i]) for i in range(0, steps, max(1, steps // 50))]
-    report.seconds[name] = time.perf_counter() - start
+    report.final_loss[name] = float(np.mean(losses[-max(1, len(losses) // 10) :]))
+    report.curves[name] = [(i, losses[i]) for i in range(0, len(losses), max(1, steps // 50))]
+    # a stage run again (another SFT attempt) adds its steps and time to the first run's
+    report.steps_run[name] = report.steps_run.get(name, 0) + len(losses)
+    report.seconds[name] = report.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def _token_segments(processor, n_notes: int) -> torch.Tensor:
@@ -208,7 +269,7 @@ def warm_up(
     # restored at the end: the warmed-up model has the trainable set of a fresh build (= of a cache load)
     frozen = {id(p) for p in model.parameters() if not p.requires_grad}
     torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 17])
+    rng = np.random.default_rng([seed, 17])  # text melodies, then the batch order
     enc = Encoder(processor)
     report = WarmupReport(budget=asdict(budget))
     bs = budget.batch_size
@@ -275,9 +336,41 @@ def warm_up(
     # (b) alignment: encoder + projector, language model frozen
     params = _set_trainable(model, [inner.audio_tower, inner.multi_modal_projector], frozen)
     _run_stage("align", model, params, budget.align_steps, budget.align_lr, loss_fn=audio_loss, **run)
-    # (c) short full SFT
+    # (c) short full SFT, kept at the last checkpoint inside the collapse window when checks are on
     params = _set_trainable(model, [model], frozen)
-    _run_stage("sft", model, params, budget.sft_steps, budget.sft_lr, loss_fn=audio_loss, **run)
+    if not (budget.sft_steps and budget.sft_check_every):
+        _run_stage("sft", model, params, budget.sft_steps, budget.sft_lr, loss_fn=audio_loss, **run)
+    else:
+        val_rows = make_split(
+            seed=task.seed, config=task.config, split="val", n=budget.val_items, trap_fraction=0.5
+        )
+        start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for attempt in range(budget.sft_attempts):
+            if attempt:  # the last schedule never entered the window: start over with another batch order
+                model.load_state_dict(start_weights)
+                rng, order = np.random.default_rng([seed, 17, attempt]), []
+            window = CollapseWindow(
+                model,
+                processor,
+                val_rows,
+                early_min=budget.window_early_min,
+                follow_min=budget.window_follow_min,
+            )
+            _run_stage(
+                "sft",
+                model,
+                params,
+                budget.sft_steps,
+                budget.sft_lr,
+                loss_fn=audio_loss,
+                check=window.check,
+                check_every=budget.sft_check_every,
+                **run,
+            )
+            report.sft_checks += [{"attempt": attempt, **c.to_json()} for c in window.checks]
+            report.sft_kept_step = window.restore()
+            if report.sft_kept_step is not None:
+                break
 
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
