@@ -16,6 +16,31 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _script_validation(monkeypatch, figures, **others) -> None:
+    """Make each window check read the next ``(trap early-note acc, late notes following the prior)`` of
+    ``figures`` (the rule, not the tiny model, is then under test); ``others`` replace the remaining figures."""
+    script = iter(figures)
+
+    def scripted_evaluate(model, processor, rows, **_):
+        early, follow = next(script)
+        return {
+            "trap/early_note_acc": early,
+            "trap/late_follow_prior": follow,
+            "trap/attn_ratio": 0.5,
+            "trap/answer_acc": 0.1,
+            "prior/answer_acc": 0.8,
+            **others,
+        }
+
+    monkeypatch.setattr(cw, "evaluate", scripted_evaluate)
+
+
+def _sft_only(**fields) -> WarmupBudget:
+    """A budget with the SFT stage only (batch 4), checked every 2 steps on 4 validation rows."""
+    base = dict(encoder_steps=0, text_steps=0, align_steps=0, batch_size=4, sft_check_every=2, val_items=4)
+    return WarmupBudget(**{**base, **fields})
+
+
 def test_val_split_is_its_own_stream_and_half_trap():
     task = make_task(seed=4, n_train=6, n_eval=6, n_rl=6)
     val = make_split(4, task.config, "val", 10, trap_fraction=0.5)
@@ -64,30 +89,10 @@ def test_check_applies_the_rule_to_evaluate_and_restores_the_kept_weights():
 def test_warm_up_keeps_the_last_inside_checkpoint_and_stops_when_the_window_closes(monkeypatch):
     """Scripted validation figures (the rule, not the tiny model, is under test): outside, inside, inside, outside
     → SFT stops at the 4th check and the model holds the weights of the 3rd."""
-    script = iter([(0.2, 0.3), (0.95, 0.9), (0.97, 0.75), (1.0, 0.4), (1.0, 0.9)])
-
-    def scripted_evaluate(model, processor, rows, **_):
-        early, follow = next(script)
-        return {
-            "trap/early_note_acc": early,
-            "trap/late_follow_prior": follow,
-            "trap/attn_ratio": 0.5,
-            "trap/answer_acc": 0.1,
-            "prior/answer_acc": 0.8,
-        }
-
-    monkeypatch.setattr(cw, "evaluate", scripted_evaluate)
+    _script_validation(monkeypatch, [(0.2, 0.3), (0.95, 0.9), (0.97, 0.75), (1.0, 0.4), (1.0, 0.9)])
     model, processor = build_tiny_audio_lm(seed=3)
     task = make_task(seed=3, n_train=8, n_eval=2)
-    budget = WarmupBudget(
-        encoder_steps=0,
-        text_steps=0,
-        align_steps=0,
-        sft_steps=10,
-        batch_size=4,
-        sft_check_every=2,
-        val_items=4,
-    )
+    budget = _sft_only(sft_steps=10)
     snapshots = {}
 
     def on_step(stage: str, step: int) -> None:
@@ -103,27 +108,10 @@ def test_warm_up_keeps_the_last_inside_checkpoint_and_stops_when_the_window_clos
 
 
 def test_without_an_inside_checkpoint_the_last_step_is_kept(monkeypatch):
-    monkeypatch.setattr(
-        cw,
-        "evaluate",
-        lambda *a, **k: {
-            "trap/early_note_acc": 0.1,
-            "trap/late_follow_prior": float("nan"),
-            "trap/attn_ratio": float("nan"),
-            "trap/answer_acc": 0.0,
-            "prior/answer_acc": 0.2,
-        },
-    )
+    nan = float("nan")
+    _script_validation(monkeypatch, [(0.1, nan)] * 2, **{"trap/attn_ratio": nan, "trap/answer_acc": 0.0})
     model, processor = build_tiny_audio_lm(seed=3)
-    budget = WarmupBudget(
-        encoder_steps=0,
-        text_steps=0,
-        align_steps=0,
-        sft_steps=4,
-        batch_size=4,
-        sft_check_every=2,
-        val_items=4,
-    )
+    budget = _sft_only(sft_steps=4)
     report = warm_up(model, processor, make_task(seed=3, n_train=8, n_eval=2), budget, seed=3, progress=False)
     assert report.sft_kept_step is None and report.steps_run["sft"] == 4
     assert report.sft_checks[0]["late_follow_prior"] is None  # NaN → null: the report stays valid JSON
@@ -144,32 +132,11 @@ def test_budget_rejects_bad_window_settings(field, value, message):
 def test_sft_restarts_with_another_batch_order_when_a_schedule_never_enters_the_window(monkeypatch):
     """Attempt 0 stays outside (the model never reads the audio); attempt 1 starts again from the weights SFT
     started from, enters the window at its first check and leaves it at the second → its first checkpoint is kept."""
-    script = iter([(0.2, 0.3)] * 3 + [(0.95, 0.9), (0.99, 0.2)])
-
-    def scripted_evaluate(model, processor, rows, **_):
-        early, follow = next(script)
-        return {
-            "trap/early_note_acc": early,
-            "trap/late_follow_prior": follow,
-            "trap/attn_ratio": 0.5,
-            "trap/answer_acc": 0.1,
-            "prior/answer_acc": 0.8,
-        }
-
-    monkeypatch.setattr(cw, "evaluate", scripted_evaluate)
+    _script_validation(monkeypatch, [(0.2, 0.3)] * 3 + [(0.95, 0.9), (0.99, 0.2)])
     model, processor = build_tiny_audio_lm(seed=3)
     start = _weights(model)
     task = make_task(seed=3, n_train=8, n_eval=2)
-    budget = WarmupBudget(
-        encoder_steps=0,
-        text_steps=0,
-        align_steps=0,
-        sft_steps=6,
-        batch_size=4,
-        sft_check_every=2,
-        val_items=4,
-        sft_attempts=3,
-    )
+    budget = _sft_only(sft_steps=6, sft_attempts=3)
     snapshots: list[dict[str, torch.Tensor]] = []
     report = warm_up(
         model,
@@ -194,6 +161,5 @@ def test_sft_restarts_with_another_batch_order_when_a_schedule_never_enters_the_
     # one step from the start weights in both attempts, but on other batches: close to each other, not equal
     w0, w1, w_start = (d["lm_head.weight"] for d in (attempt0_step1, attempt1_step1, start))
     assert not torch.equal(w0, w1)
-    assert (w1 - w_start).abs().max() <= 2 * (
-        w0 - w_start
-    ).abs().max() + 1e-6  # attempt 1 restarted from start
+    # attempt 1 restarted from the start weights, not from where attempt 0 ended
+    assert (w1 - w_start).abs().max() <= 2 * (w0 - w_start).abs().max() + 1e-6

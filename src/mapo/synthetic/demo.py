@@ -31,6 +31,18 @@ def _say(console, text: str) -> None:
         console.print(text)
 
 
+def _window_sentence(report) -> str:
+    """Where the warm-up's SFT stopped (:mod:`mapo.synthetic.collapse_window`), for the console."""
+    if report.sft_kept_step is None:
+        return "  [yellow]no SFT checkpoint was inside the collapse window: the base may not be collapsed[/yellow]"
+    attempt = report.sft_checks[-1]["attempt"]
+    return (
+        f"  SFT kept at step {report.sft_kept_step} of {report.budget['sft_steps']}"
+        + (f" (attempt {attempt + 1})" if attempt else "")
+        + ": the last validation checkpoint inside the collapse window"
+    )
+
+
 def run_demo(
     quick: bool = False,
     seeds: int = 1,
@@ -92,18 +104,7 @@ def run_demo(
         if cached:
             _say(console, "  warm-up loaded from the cache (--no-cache to redo it)")
         if report.sft_checks:
-            _say(
-                console,
-                f"  SFT kept at step {report.sft_kept_step} of {report.budget['sft_steps']}"
-                + (
-                    f" (attempt {report.sft_checks[-1]['attempt'] + 1})"
-                    if report.sft_checks[-1]["attempt"]
-                    else ""
-                )
-                + ": the last validation checkpoint inside the collapse window"
-                if report.sft_kept_step is not None
-                else "  [yellow]no SFT checkpoint was inside the collapse window: the base may not be collapsed[/yellow]",
-            )
+            _say(console, _window_sentence(report))
         model.eval()
         eval_rows = list(task.prior) + list(task.trap)
         base_metrics = evaluate(model, processor, eval_rows, return_records=True)
