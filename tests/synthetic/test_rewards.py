@@ -71,3 +71,27 @@ def test_chain_length_follows_the_rows() -> None:
     assert chain_is_consistent(eight, n_notes=8)
     assert not chain_is_consistent(eight, n_notes=6)
     assert synthetic_consistency_reward([eight], notes=[["C"] * 8]) == [1.0]
+
+
+def test_three_note_shortcut_keeps_format_and_accuracy_but_not_consistency() -> None:
+    """The shortcut GRPO learned on report seed 1 (README, "Where it falls short"): a three-note chain ending in the
+    heard last note. Under λ = 2/1/1 it scores 3 on a trap item (accuracy 2 + format 1) against 2 for a complete
+    chain that follows the prior; only the consistency reward sees it."""
+    from mapo.rewards import accuracy_reward, format_reward
+
+    shortcut = "<think> first G second F third D</think><answer>D</answer>"
+    prior_following = completion_text(
+        ["G", "F", "D", "C", "Bb", "G"]
+    )  # complete, answer = its (wrong) last note
+    rows = {
+        "answer": ["D", "D"],
+        "choices": [["C", "D", "F", "G", "Bb"]] * 2,
+        "notes": [["G", "F", "D", "F", "G", "D"]] * 2,
+    }
+    completions = [shortcut, prior_following]
+    acc = accuracy_reward(completions, **rows)
+    fmt = format_reward(completions)
+    cons = synthetic_consistency_reward(completions, **rows)
+    assert (acc, fmt, cons) == ([1.0, 0.0], [1.0, 1.0], [0.0, 1.0])
+    total = [2 * a + f + c for a, f, c in zip(acc, fmt, cons)]
+    assert total == [3.0, 2.0]
