@@ -80,9 +80,8 @@ def test_three_note_shortcut_keeps_format_and_accuracy_but_not_consistency() -> 
     from mapo.rewards import accuracy_reward, format_reward
 
     shortcut = "<think> first G second F third D</think><answer>D</answer>"
-    prior_following = completion_text(
-        ["G", "F", "D", "C", "Bb", "G"]
-    )  # complete, answer = its (wrong) last note
+    # a complete chain that follows the prior; its answer is its (wrong) last note
+    prior_following = completion_text(["G", "F", "D", "C", "Bb", "G"])
     rows = {
         "answer": ["D", "D"],
         "choices": [["C", "D", "F", "G", "Bb"]] * 2,

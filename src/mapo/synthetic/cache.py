@@ -3,9 +3,9 @@
 One entry per (seed, warm-up budget, code version). The code version is a hash of the sources that decide the
 warmed-up weights (task, model, batching, warm-up, the collapse window and the evaluation that drives it), the
 torch version and the torch thread count: the warm-up is deterministic only for a fixed thread count
-(floating-point summation order), so a cache written with another count must not be reused. Entries live under ``$MAPO_CACHE_DIR`` or the user cache dir
-(``$XDG_CACHE_HOME/mapo-rl/synthetic``, default ``~/.cache/mapo-rl/synthetic``); deleting the directory is always
-safe.
+(floating-point summation order), so a cache written with another count must not be reused. Entries live under
+``$MAPO_CACHE_DIR`` or the user cache dir (``$XDG_CACHE_HOME/mapo-rl/synthetic``, default
+``~/.cache/mapo-rl/synthetic``); deleting the directory is always safe.
 """
 
 from __future__ import annotations
