@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mapo.rewards import accuracy_reward, format_reward
 from mapo.synthetic.rewards import chain_is_consistent, synthetic_consistency_reward
+from mapo.synthetic.rl import RL_BUDGETS
 from mapo.synthetic.task import completion_text
 
 FAITHFUL = "<think> first C second D third F fourth G fifth Bb sixth C</think><answer>C</answer>"
@@ -77,8 +79,6 @@ def test_three_note_shortcut_keeps_format_and_accuracy_but_not_consistency() -> 
     """The shortcut GRPO learned on report seed 1 (README, "Where it falls short"): a three-note chain ending in the
     heard last note. Under λ = 2/1/1 it scores 3 on a trap item (accuracy 2 + format 1) against 2 for a complete
     chain that follows the prior; only the consistency reward sees it."""
-    from mapo.rewards import accuracy_reward, format_reward
-
     shortcut = "<think> first G second F third D</think><answer>D</answer>"
     # a complete chain that follows the prior; its answer is its (wrong) last note
     prior_following = completion_text(["G", "F", "D", "C", "Bb", "G"])
@@ -92,5 +92,7 @@ def test_three_note_shortcut_keeps_format_and_accuracy_but_not_consistency() -> 
     fmt = format_reward(completions)
     cons = synthetic_consistency_reward(completions, **rows)
     assert (acc, fmt, cons) == ([1.0, 0.0], [1.0, 1.0], [0.0, 1.0])
-    total = [2 * a + f + c for a, f, c in zip(acc, fmt, cons)]
+    # the weights the demo trains with, in the order of its reward functions (accuracy, format, consistency)
+    w_acc, w_fmt, w_cons = RL_BUDGETS["default"].reward_weights
+    total = [w_acc * a + w_fmt * f + w_cons * c for a, f, c in zip(acc, fmt, cons)]
     assert total == [3.0, 2.0]

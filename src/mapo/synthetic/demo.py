@@ -21,7 +21,10 @@ import os
 import time
 import warnings
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the demo imports its stages lazily, so the CLI starts without torch
+    from .warmup import WarmupReport
 
 __all__ = ["main", "run_demo"]
 
@@ -31,7 +34,7 @@ def _say(console, text: str) -> None:
         console.print(text)
 
 
-def _window_sentence(report) -> str:
+def _window_sentence(report: WarmupReport) -> str:
     """Where the warm-up's SFT stopped (:mod:`mapo.synthetic.collapse_window`), for the console."""
     if report.sft_kept_step is None:
         return "  [yellow]no SFT checkpoint was inside the collapse window: the base may not be collapsed[/yellow]"
